@@ -1,0 +1,73 @@
+import Fastify, { type FastifyInstance } from 'fastify'
+import sensible from '@fastify/sensible'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { randomUUID } from 'node:crypto'
+import configPlugin, { type Config } from './plugins/config.js'
+import errorsPlugin from './plugins/errors.js'
+import dbPlugin from './plugins/db.js'
+import authPlugin from './plugins/auth.js'
+import rateLimitPlugin from './plugins/rate-limit.js'
+import dedupPlugin from './plugins/dedup.js'
+import docsPlugin from './plugins/docs.js'
+import healthRoutes from './routes/health/index.js'
+import statsRoutes from './routes/stats/index.js'
+import keyRoutes from './routes/keys/index.js'
+import keyGenerateRoute from './routes/keys/generate.js'
+import eventRoutes from './routes/events/index.js'
+import inboxRoutes from './routes/inbox/index.js'
+import { validatorCompiler } from './schemas/validation.js'
+
+export const BODY_LIMIT_BYTES = 256 * 1024
+
+export interface AppOptions {
+  config: Config
+  /** The server to use: DATABASE_URL, or the embedded server that server.ts started. */
+  databaseUrl: string
+}
+
+const REDACTED_HEADERS = ['authorization', 'x-api-key', 'x-admin-token'].map((name) => `req.headers["${name}"]`)
+
+/**
+ * Builds the whole service. Plugins are registered explicitly (not autoloaded) so the order that matters
+ * is visible here: config, errors, db, auth (resolves keys), rate limit (needs the organization), dedup,
+ * docs (must see every route), then routes.
+ */
+export async function buildApp ({ config, databaseUrl }: AppOptions): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: { level: config.LOG_LEVEL, redact: { paths: REDACTED_HEADERS, censor: '[redacted]' } },
+    bodyLimit: BODY_LIMIT_BYTES,
+    trustProxy: config.TRUST_PROXY,
+    requestIdHeader: 'x-request-id',
+    genReqId: () => randomUUID(),
+    forceCloseConnections: true
+  }).withTypeProvider<TypeBoxTypeProvider>()
+  app.setValidatorCompiler(validatorCompiler)
+  app.addHook('onSend', async (request, reply) => { reply.header('x-request-id', request.id) })
+
+  await app.register(configPlugin, { config })
+  await app.register(sensible)
+  await app.register(errorsPlugin)
+  await app.register(dbPlugin, {
+    databaseUrl,
+    poolMax: config.DATABASE_POOL_MAX,
+    connectTimeoutMs: config.DATABASE_CONNECT_TIMEOUT_MS
+  })
+  await app.register(authPlugin)
+  await app.register(rateLimitPlugin)
+  await app.register(dedupPlugin)
+  await app.register(docsPlugin)
+
+  await app.register(healthRoutes)
+  await app.register(statsRoutes)
+  await app.register(keyGenerateRoute, { prefix: '/api' })
+  await app.register(async (api) => {
+    api.addHook('onRoute', (route) => {
+      route.schema = { ...route.schema, security: [{ apiKey: [] }, { bearer: [] }] }
+    })
+    api.addHook('preValidation', api.requireOrganization)
+    await api.register(keyRoutes)
+    await api.register(eventRoutes)
+    await api.register(inboxRoutes)
+  }, { prefix: '/api' })
+  return app
+}

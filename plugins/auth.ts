@@ -1,0 +1,73 @@
+import fp from 'fastify-plugin'
+import type { FastifyRequest } from 'fastify'
+import { timingSafeEqual } from 'node:crypto'
+import { findOrganizationByKeyHash, type Organization } from '../db/organizations.js'
+import { hashApiKey } from '../lib/api-keys.js'
+import { apiError } from '../lib/api-error.js'
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The organization of a valid API key, resolved before rate limiting; null without one. */
+    organization: Organization | null
+    /** Whether the request carried a key at all (to tell missing from invalid). */
+    apiKeyPresented: boolean
+  }
+  interface FastifyInstance {
+    /** preValidation hook for routes that need an API key. */
+    requireOrganization: (request: FastifyRequest) => Promise<void>
+    /** preValidation hook for admin-only routes; open when ADMIN_TOKEN is unset. */
+    requireAdminToken: (request: FastifyRequest) => Promise<void>
+  }
+}
+
+const BEARER = /^Bearer\s+(\S+)\s*$/i
+
+function presentedKey (request: FastifyRequest): string | undefined {
+  const header = request.headers['x-api-key']
+  if (typeof header === 'string' && header !== '') return header.trim()
+  return BEARER.exec(request.headers.authorization ?? '')?.[1]
+}
+
+function sameSecret (given: string, expected: string): boolean {
+  const a = Buffer.from(given)
+  const b = Buffer.from(expected)
+  return a.length === b.length && timingSafeEqual(a, b)
+}
+
+/** Returns the authenticated organization; the route's preValidation hook guarantees there is one. */
+export function organizationOf (request: FastifyRequest): Organization {
+  if (!request.organization) throw apiError('unauthorized', 'missing_api_key', 'An API key is required')
+  return request.organization
+}
+
+/**
+ * Resolves the API key in onRequest, before the rate limiter runs, so limits apply per organization and
+ * requests with a bad key are limited per IP. Rejection happens later, in each protected route's preValidation.
+ */
+export default fp(async (fastify) => {
+  fastify.decorateRequest('organization', null)
+  fastify.decorateRequest('apiKeyPresented', false)
+
+  fastify.addHook('onRequest', async (request) => {
+    const key = presentedKey(request)
+    if (key === undefined) return
+    request.apiKeyPresented = true
+    request.organization = await findOrganizationByKeyHash(fastify.pg, hashApiKey(key)) ?? null
+  })
+
+  fastify.decorate('requireOrganization', async (request: FastifyRequest) => {
+    if (request.organization) return
+    throw request.apiKeyPresented
+      ? apiError('unauthorized', 'invalid_api_key', 'The API key is not valid (it may have been rotated)')
+      : apiError('unauthorized', 'missing_api_key', 'Send your API key in the X-API-Key header or as Authorization: Bearer <key>')
+  })
+
+  fastify.decorate('requireAdminToken', async (request: FastifyRequest) => {
+    const expected = fastify.config.ADMIN_TOKEN
+    if (expected === undefined) return
+    const given = request.headers['x-admin-token']
+    if (typeof given !== 'string' || !sameSecret(given, expected)) {
+      throw apiError('unauthorized', 'invalid_admin_token', 'This server requires a valid X-Admin-Token header to create API keys')
+    }
+  })
+}, { name: 'auth', dependencies: ['db', 'config'] })

@@ -1,0 +1,50 @@
+import fp from 'fastify-plugin'
+import envSchema from 'env-schema'
+import { Type, type Static } from 'typebox'
+
+const perMinute = (defaultLimit: number, description: string) =>
+  Type.Integer({ minimum: 0, default: defaultLimit, description: `${description} (0 = unlimited)` })
+
+export const ConfigSchema = Type.Object({
+  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3000 }),
+  HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),
+  LOG_LEVEL: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { default: 'info' }),
+  DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
+  DATABASE_POOL_MAX: Type.Integer({ minimum: 1, maximum: 1000, default: 20 }),
+  DATABASE_CONNECT_TIMEOUT_MS: Type.Integer({ minimum: 100, default: 5000 }),
+  EMBEDDED_POSTGRES_DIR: Type.String({ minLength: 1, default: '.data/postgres' }),
+  EMBEDDED_POSTGRES_PORT: Type.Integer({ minimum: 1, maximum: 65535, default: 54329 }),
+  REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
+  REDIS_KEY_PREFIX: Type.String({ minLength: 1, default: 'triggers:rate-limit:' }),
+  ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 16 })),
+  RATE_LIMIT_FREE: perMinute(100, 'requests per minute for the free tier'),
+  RATE_LIMIT_STARTER: perMinute(1000, 'requests per minute for the starter tier'),
+  RATE_LIMIT_PROFESSIONAL: perMinute(5000, 'requests per minute for the professional tier'),
+  RATE_LIMIT_ENTERPRISE: perMinute(10000, 'requests per minute for the enterprise tier'),
+  RATE_LIMIT_ANONYMOUS: perMinute(1000, 'requests per minute per IP without a valid API key'),
+  DEDUP_CACHE_SIZE: Type.Integer({ minimum: 1, default: 100000 }),
+  TRUST_PROXY: Type.Boolean({ default: false })
+})
+
+export type Config = Static<typeof ConfigSchema>
+
+/** Reads and validates settings; an invalid value throws an error that names the setting. */
+export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
+  const data = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== ''))
+  try {
+    return envSchema<Config>({ schema: ConfigSchema, data, dotenv: false })
+  } catch (error) {
+    const detail = error instanceof Error ? error.message : String(error)
+    throw new Error(`Invalid configuration: ${detail}`)
+  }
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    config: Config
+  }
+}
+
+export default fp<{ config: Config }>(async (fastify, { config }) => {
+  fastify.decorate('config', config)
+}, { name: 'config' })

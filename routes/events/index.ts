@@ -1,0 +1,89 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { findEvent } from '../../db/events.js'
+import { apiError } from '../../lib/api-error.js'
+import { containsNulCharacter, ingestEvents, toEventBody } from '../../lib/events.js'
+import { organizationOf } from '../../plugins/auth.js'
+import { errorResponses } from '../../schemas/errors.js'
+import {
+  BatchBody, BatchResult, Event, EventAccepted, EventInput, EventParams, IdempotencyHeader
+} from '../../schemas/events.js'
+import { compileBodyValidator } from '../../schemas/validation.js'
+
+const validateEventInput = compileBodyValidator<EventInput>(EventInput)
+
+type BatchItemResult = BatchResult['results'][number]
+
+function checkBatchItem (item: unknown): { input: EventInput } | { error: string } {
+  if (!validateEventInput(item)) {
+    const [first] = validateEventInput.errors ?? []
+    return { error: first ? `${first.instancePath || 'event'} ${first.message ?? 'is invalid'}` : 'invalid event' }
+  }
+  if (containsNulCharacter(item.payload)) return { error: 'payload contains \\u0000, which PostgreSQL cannot store' }
+  return { input: item }
+}
+
+const routes: FastifyPluginAsyncTypebox = async (fastify) => {
+  fastify.post('/events', {
+    schema: {
+      tags: ['events'],
+      summary: 'Send one event; a repeated dedup_id (or Idempotency-Key) answers 200 with the original event id',
+      headers: IdempotencyHeader,
+      body: EventInput,
+      response: { 201: EventAccepted, 200: EventAccepted, ...errorResponses(400, 401, 413, 415) }
+    }
+  }, async (request, reply) => {
+    const organization = organizationOf(request)
+    const headerKey = request.headers['idempotency-key']
+    const { dedup_id: bodyKey } = request.body
+    if (headerKey !== undefined && bodyKey !== undefined && headerKey !== bodyKey) {
+      throw apiError('badRequest', 'dedup_id_mismatch', 'Idempotency-Key header and body dedup_id differ; send one or make them equal')
+    }
+    // A \u0000 in the payload is left for PostgreSQL to refuse (mapped to 400) rather than scanned for here.
+    const [outcome] = await ingestEvents(fastify.pg, fastify.dedup, organization.id, [{ ...request.body, dedup_id: bodyKey ?? headerKey }])
+    if (!outcome) throw new Error('ingest returned no outcome')
+    const { event } = outcome
+    const body = { event_id: event.id, status: outcome.status, type: event.type, created_at: event.created_at.toISOString() }
+    if (outcome.status === 'duplicate') return reply.code(200).send(body)
+    return reply.code(201).header('location', `/api/events/${event.id}`).send(body)
+  })
+
+  fastify.post('/events/batch', {
+    schema: {
+      tags: ['events'],
+      summary: 'Send 1-100 events; each item is accepted, a duplicate, or rejected on its own',
+      body: BatchBody,
+      response: { 200: BatchResult, ...errorResponses(400, 401, 413, 415) }
+    }
+  }, async (request) => {
+    const organization = organizationOf(request)
+    const results: BatchItemResult[] = []
+    const valid: Array<{ index: number, input: EventInput }> = []
+    request.body.events.forEach((item, index) => {
+      const checked = checkBatchItem(item)
+      if ('input' in checked) valid.push({ index, input: checked.input })
+      else results[index] = { index, status: 'rejected', error: checked.error }
+    })
+    const outcomes = await ingestEvents(fastify.pg, fastify.dedup, organization.id, valid.map(({ input }) => input))
+    outcomes.forEach((outcome, position) => {
+      const index = valid[position]?.index ?? position
+      results[index] = { index, status: outcome.status, event_id: outcome.event.id }
+    })
+    const count = (status: BatchItemResult['status']) => results.filter((result) => result.status === status).length
+    return { results, accepted: count('accepted'), duplicates: count('duplicate'), rejected: count('rejected') }
+  })
+
+  fastify.get('/events/:id', {
+    schema: {
+      tags: ['events'],
+      summary: 'One event of the calling organization',
+      params: EventParams,
+      response: { 200: Event, ...errorResponses(400, 401, 404) }
+    }
+  }, async (request) => {
+    const row = await findEvent(fastify.pg, organizationOf(request).id, request.params.id)
+    if (!row) throw apiError('notFound', 'not_found', `Event ${request.params.id} not found`)
+    return toEventBody(row)
+  })
+}
+
+export default routes

@@ -1,0 +1,33 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { insertOrganization } from '../../db/organizations.js'
+import { createApiKey } from '../../lib/api-keys.js'
+import { errorResponses } from '../../schemas/errors.js'
+import { AdminTokenHeader, GenerateKeyBody, GeneratedKey } from '../../schemas/keys.js'
+
+/** The one /api route that needs no API key (it creates the first one); guarded by ADMIN_TOKEN when set. */
+const routes: FastifyPluginAsyncTypebox = async (fastify) => {
+  fastify.post('/keys/generate', {
+    preValidation: fastify.requireAdminToken,
+    schema: {
+      tags: ['keys'],
+      summary: 'Create an organization and its API key (the key is shown only here)',
+      headers: AdminTokenHeader,
+      body: GenerateKeyBody,
+      response: { 201: GeneratedKey, ...errorResponses(400, 401, 413, 415) }
+    }
+  }, async (request, reply) => {
+    const { organization_name: name, tier = 'free' } = request.body
+    const apiKey = createApiKey()
+    const organization = await insertOrganization(fastify.pg, name, tier, apiKey.hash, apiKey.prefix)
+    return reply.code(201).send({
+      api_key: apiKey.key,
+      key_prefix: organization.key_prefix,
+      organization_id: organization.id,
+      organization_name: organization.name,
+      tier: organization.tier,
+      created_at: organization.created_at.toISOString()
+    })
+  })
+}
+
+export default routes

@@ -1,0 +1,42 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { replaceKey } from '../../db/organizations.js'
+import { createApiKey } from '../../lib/api-keys.js'
+import { organizationOf } from '../../plugins/auth.js'
+import { tierLimit } from '../../plugins/rate-limit.js'
+import { errorResponses } from '../../schemas/errors.js'
+import { KeyInfo, RotatedKey } from '../../schemas/keys.js'
+
+const routes: FastifyPluginAsyncTypebox = async (fastify) => {
+  fastify.get('/keys', {
+    schema: {
+      tags: ['keys'],
+      summary: 'The calling key\'s organization, tier and limit (never the key itself)',
+      response: { 200: KeyInfo, ...errorResponses(401) }
+    }
+  }, async (request) => {
+    const organization = organizationOf(request)
+    return {
+      organization_id: organization.id,
+      organization_name: organization.name,
+      tier: organization.tier,
+      key_prefix: organization.key_prefix,
+      rate_limit_per_minute: tierLimit(fastify.config, organization.tier),
+      created_at: organization.created_at.toISOString()
+    }
+  })
+
+  fastify.post('/keys/rotate', {
+    schema: {
+      tags: ['keys'],
+      summary: 'Replace the calling key; the old key stops working immediately',
+      response: { 200: RotatedKey, ...errorResponses(401) }
+    }
+  }, async (request) => {
+    const organization = organizationOf(request)
+    const apiKey = createApiKey()
+    await replaceKey(fastify.pg, organization.id, apiKey.hash, apiKey.prefix)
+    return { api_key: apiKey.key, key_prefix: apiKey.prefix }
+  })
+}
+
+export default routes

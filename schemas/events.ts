@@ -1,0 +1,92 @@
+import { Type, type Static } from 'typebox'
+
+const EventId = Type.String({ format: 'uuid', description: 'Event id' })
+const timestamp = Type.String({ format: 'date-time' })
+// PostgreSQL text cannot hold U+0000, so it is refused at validation time.
+const noNul = '^[^\\u0000]*$'
+
+export const EVENT_STATUSES = ['pending', 'acknowledged'] as const
+export const EventStatus = Type.Enum(EVENT_STATUSES)
+
+export const Payload = Type.Record(Type.String(), Type.Unknown(), { description: 'Any JSON object' })
+
+export const EventInput = Type.Object({
+  type: Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9._:-]+$', examples: ['order.created'] }),
+  payload: Payload,
+  dedup_id: Type.Optional(Type.String({ minLength: 1, maxLength: 255, pattern: noNul, description: 'Same as the Idempotency-Key header' })),
+  source: Type.Optional(Type.String({ minLength: 1, maxLength: 255, pattern: noNul }))
+}, { additionalProperties: false })
+export type EventInput = Static<typeof EventInput>
+
+export const IdempotencyHeader = Type.Object({
+  'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 255, pattern: noNul, description: 'Same as body dedup_id' }))
+})
+
+export const EventAccepted = Type.Object({
+  event_id: EventId,
+  status: Type.Enum(['accepted', 'duplicate']),
+  type: Type.String(),
+  created_at: timestamp
+})
+export type EventAccepted = Static<typeof EventAccepted>
+
+export const Event = Type.Object({
+  event_id: EventId,
+  type: Type.String(),
+  payload: Payload,
+  dedup_id: Type.Union([Type.String(), Type.Null()]),
+  source: Type.Union([Type.String(), Type.Null()]),
+  status: EventStatus,
+  created_at: timestamp,
+  acknowledged_at: Type.Union([timestamp, Type.Null()])
+})
+export type Event = Static<typeof Event>
+
+export const EventParams = Type.Object({ id: EventId })
+
+export const BatchBody = Type.Object({
+  events: Type.Array(Type.Unknown({ description: 'An event as in POST /api/events; an invalid item is rejected alone' }), { minItems: 1, maxItems: 100 })
+}, { additionalProperties: false })
+
+export const BatchResult = Type.Object({
+  results: Type.Array(Type.Object({
+    index: Type.Integer(),
+    status: Type.Enum(['accepted', 'duplicate', 'rejected']),
+    event_id: Type.Optional(EventId),
+    error: Type.Optional(Type.String())
+  })),
+  accepted: Type.Integer(),
+  duplicates: Type.Integer(),
+  rejected: Type.Integer()
+})
+export type BatchResult = Static<typeof BatchResult>
+
+export const Acknowledged = Type.Object({
+  event_id: EventId,
+  status: Type.Literal('acknowledged'),
+  acknowledged_at: timestamp
+})
+
+export const BulkAckBody = Type.Object({
+  event_ids: Type.Array(EventId, { minItems: 1, maxItems: 100 })
+}, { additionalProperties: false })
+
+export const BulkAckResult = Type.Object({
+  acknowledged: Type.Array(EventId),
+  not_found: Type.Array(EventId)
+})
+
+export const InboxQuery = Type.Object({
+  limit: Type.Integer({ minimum: 1, maximum: 100, default: 50 }),
+  cursor: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{1,32}$', description: 'next_cursor of the previous page' })),
+  type: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
+  status: Type.Enum([...EVENT_STATUSES, 'all'], { default: 'pending' }),
+  since: Type.Optional(Type.String({ format: 'date-time', description: 'Only events created at or after this time' }))
+}, { additionalProperties: false })
+export type InboxQuery = Static<typeof InboxQuery>
+
+export const InboxPage = Type.Object({
+  events: Type.Array(Event),
+  count: Type.Integer(),
+  next_cursor: Type.Union([Type.String(), Type.Null()], { description: 'Pass as cursor to get the next page; null on the last page' })
+})

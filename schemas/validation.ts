@@ -1,0 +1,23 @@
+import { Ajv, type ValidateFunction } from 'ajv'
+import addFormats from 'ajv-formats'
+import type { FastifySchemaCompiler } from 'fastify'
+
+function createAjv (coerceTypes: boolean | 'array'): Ajv {
+  // removeAdditional stays off so unknown fields are refused rather than silently dropped.
+  const ajv = new Ajv({ coerceTypes, useDefaults: true, removeAdditional: false, allErrors: false, strict: false })
+  addFormats.default(ajv)
+  return ajv
+}
+
+// JSON bodies are typed already: `"type": 123` must be an error, not the string "123".
+const bodyAjv = createAjv(false)
+// Query strings, params and headers arrive as text and are coerced to the schema's types.
+const textAjv = createAjv('array')
+
+export const validatorCompiler: FastifySchemaCompiler<object> = ({ schema, httpPart }) =>
+  (httpPart === 'body' ? bodyAjv : textAjv).compile(schema)
+
+/** Validates a JSON value the way request bodies are validated (used for batch items one by one). */
+export function compileBodyValidator<T> (schema: object): ValidateFunction<T> {
+  return bodyAjv.compile<T>(schema)
+}

@@ -1,0 +1,52 @@
+import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
+import { randomUUID } from 'node:crypto'
+import { buildApp } from '../app.js'
+import { loadConfig, type Config } from '../plugins/config.js'
+
+interface Teardown {
+  teardown: (fn: () => unknown) => void
+}
+
+const databaseUrl = process.env.DATABASE_URL
+if (!databaseUrl) throw new Error('DATABASE_URL is not set: run the suite with `npm test`, which provides one')
+
+/** Settings for a test app: quiet logs, limits out of the way, its own Redis key space. */
+export function testConfig (overrides: Record<string, string> = {}): Config {
+  return loadConfig({
+    ...process.env,
+    LOG_LEVEL: 'silent',
+    RATE_LIMIT_FREE: '0',
+    RATE_LIMIT_ANONYMOUS: '0',
+    REDIS_KEY_PREFIX: `test:${randomUUID()}:`,
+    ...overrides
+  })
+}
+
+/** A full app on the suite's database, closed when the test ends. */
+export async function buildTestApp (t: Teardown, overrides: Record<string, string> = {}): Promise<FastifyInstance> {
+  const app = await buildApp({ config: testConfig(overrides), databaseUrl: databaseUrl as string })
+  t.teardown(() => app.close())
+  await app.ready()
+  return app
+}
+
+export interface TestOrganization {
+  key: string
+  id: string
+  headers: Record<string, string>
+}
+
+export async function createOrganization (app: FastifyInstance, tier = 'free'): Promise<TestOrganization> {
+  const response = await app.inject({
+    method: 'POST',
+    url: '/api/keys/generate',
+    payload: { organization_name: `test-org-${randomUUID()}`, tier }
+  })
+  if (response.statusCode !== 201) throw new Error(`key generation failed: ${response.body}`)
+  const body = response.json<{ api_key: string, organization_id: string }>()
+  return { key: body.api_key, id: body.organization_id, headers: { 'x-api-key': body.api_key } }
+}
+
+export function sendEvent (app: FastifyInstance, organization: TestOrganization, body: object, options: Partial<InjectOptions> = {}): Promise<LightMyRequestResponse> {
+  return app.inject({ method: 'POST', url: '/api/events', headers: { ...organization.headers, ...options.headers }, payload: body })
+}
