@@ -42,6 +42,8 @@ export async function buildApp ({ config, databaseUrl }: AppOptions): Promise<Fa
     forceCloseConnections: true
   }).withTypeProvider<TypeBoxTypeProvider>()
   app.setValidatorCompiler(validatorCompiler)
+  // JSON only: a text/plain body is refused with 415 instead of reaching validation as a string.
+  app.removeContentTypeParser('text/plain')
   app.addHook('onSend', async (request, reply) => { reply.header('x-request-id', request.id) })
 
   await app.register(configPlugin, { config })

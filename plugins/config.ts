@@ -32,7 +32,7 @@ export type Config = Static<typeof ConfigSchema>
 export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
   const data = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== ''))
   try {
-    return envSchema<Config>({ schema: ConfigSchema, data, dotenv: false })
+    return envSchema<Config>({ schema: ConfigSchema, data, env: false, dotenv: false })
   } catch (error) {
     const detail = error instanceof Error ? error.message : String(error)
     throw new Error(`Invalid configuration: ${detail}`)

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto'
 import { buildApp } from '../app.js'
 import { loadConfig, type Config } from '../plugins/config.js'
 
-interface Teardown {
+export interface Teardown {
   teardown: (fn: () => unknown) => void
 }
 
@@ -22,10 +22,11 @@ export function testConfig (overrides: Record<string, string> = {}): Config {
   })
 }
 
-/** A full app on the suite's database, closed when the test ends. */
-export async function buildTestApp (t: Teardown, overrides: Record<string, string> = {}): Promise<FastifyInstance> {
+/** A full app on the suite's database, closed when the test ends; `extend` may add test-only routes. */
+export async function buildTestApp (t: Teardown, overrides: Record<string, string> = {}, extend?: (app: FastifyInstance) => void): Promise<FastifyInstance> {
   const app = await buildApp({ config: testConfig(overrides), databaseUrl: databaseUrl as string })
   t.teardown(() => app.close())
+  extend?.(app)
   await app.ready()
   return app
 }
