@@ -25,6 +25,19 @@ export interface AppOptions {
   databaseUrl: string
 }
 
+/**
+ * Many clients send `Content-Type: application/json` on body-less POSTs (rotate, ack). Fastify refuses those;
+ * we treat the empty body as absent, so routes that need a body still fail validation with a clear message.
+ */
+function acceptEmptyJsonBodies (app: FastifyInstance): void {
+  const parseJson = app.getDefaultJsonParser('error', 'error')
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    if (body.length === 0) done(null, undefined)
+    else parseJson(request, body.toString(), done)
+  })
+}
+
 const REDACTED_HEADERS = ['authorization', 'x-api-key', 'x-admin-token'].map((name) => `req.headers["${name}"]`)
 
 /**
@@ -44,6 +57,7 @@ export async function buildApp ({ config, databaseUrl }: AppOptions): Promise<Fa
   app.setValidatorCompiler(validatorCompiler)
   // JSON only: a text/plain body is refused with 415 instead of reaching validation as a string.
   app.removeContentTypeParser('text/plain')
+  acceptEmptyJsonBodies(app)
   app.addHook('onSend', async (request, reply) => { reply.header('x-request-id', request.id) })
 
   await app.register(configPlugin, { config })

@@ -22,7 +22,7 @@ let exitCode = 1
 try {
   await rm(RESULTS_DIR, { recursive: true, force: true })
   exitCode = await new Promise<number>((resolve, reject) => {
-    const tap = spawn('tap', process.argv.slice(2), {
+    const tap = spawn(path.resolve('node_modules/.bin/tap'), process.argv.slice(2), {
       stdio: 'inherit',
       env: { ...process.env, DATABASE_URL: database.url }
     })

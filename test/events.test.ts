@@ -67,6 +67,18 @@ t.test('malformed requests get clear error codes', async (t) => {
   t.equal(invalidJson.statusCode, 400)
   t.equal(invalidJson.json().code, 'invalid_json')
 
+  const empty = await app.inject({
+    method: 'POST', url: '/api/events', headers: { ...organization.headers, 'content-type': 'application/json' }, payload: ''
+  })
+  t.equal(empty.statusCode, 400)
+  t.equal(empty.json().code, 'validation_failed')
+
+  const poisoned = await app.inject({
+    method: 'POST', url: '/api/events', headers: { ...organization.headers, 'content-type': 'application/json' },
+    payload: '{"type":"x","payload":{"__proto__":{"admin":true}}}'
+  })
+  t.equal(poisoned.statusCode, 400, 'prototype poisoning is refused')
+
   const wrongType = await app.inject({
     method: 'POST', url: '/api/events', headers: { ...organization.headers, 'content-type': 'text/plain' }, payload: 'hello'
   })
