@@ -2,12 +2,12 @@ import autocannon from 'autocannon'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { once } from 'node:events'
-import { createServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
 import pg from 'pg'
 import pino from 'pino'
 import { openDatabase } from '../db/embedded-postgres.js'
+import { freePort } from '../lib/free-port.js'
 
 /**
  * `npm run bench`: POST /api/events against the production build (dist/server.js) at 50 connections, then
@@ -46,17 +46,7 @@ function positiveNumber (value: string | undefined, fallback: number): number {
   return value !== undefined && value !== '' && Number.isFinite(parsed) && parsed > 0 ? parsed : fallback
 }
 
-/** PORT=0 would hide the port from us, so a free one is found first (a tiny race we accept). */
-async function freePort (): Promise<number> {
-  const server = createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const address = server.address()
-  server.close()
-  await once(server, 'close')
-  if (address === null || typeof address === 'string') throw new Error('could not read a free port')
-  return address.port
-}
+// PORT=0 would hide the server's port from us, so a free one is found first (a tiny race we accept).
 
 function startServer (databaseUrl: string, port: number): ChildProcess {
   return spawn(process.execPath, [SERVER_SCRIPT], {

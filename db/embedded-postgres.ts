@@ -111,6 +111,11 @@ async function stopLeftoverServer (databaseDir: string, log: Logger): Promise<vo
     await rm(pidFile, { force: true })
     return
   }
+  const owner = await liveNodeParent(pid)
+  if (owner !== undefined) {
+    throw new Error(`Embedded PostgreSQL in ${databaseDir} is in use by a running server (postgres pid ${pid}, started by node pid ${owner}). ` +
+      'Stop that server first, or set DATABASE_URL to share one database between processes.')
+  }
   log.warn(`embedded PostgreSQL from an earlier run is still running (pid ${pid}) on ${databaseDir}; stopping it`)
   process.kill(pid, 'SIGINT')
   for (let waited = 0; isAlive(pid); waited += 100) {
@@ -119,6 +124,16 @@ async function stopLeftoverServer (databaseDir: string, log: Logger): Promise<vo
     }
     await sleep(100)
   }
+}
+
+/** The node process that started `pid`, if it is still alive; a server whose node process died is an orphan. */
+async function liveNodeParent (pid: number): Promise<number | undefined> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '')
+  // Fields after the parenthesised command name: state, then the parent pid.
+  const parent = Number.parseInt(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1] ?? '', 10)
+  if (!Number.isInteger(parent) || parent <= 1) return undefined
+  const command = await readFile(`/proc/${parent}/cmdline`, 'utf8').catch(() => '')
+  return /(^|\/)node(\0|$)/.test(command.split('\0')[0] ?? '') ? parent : undefined
 }
 
 function isAlive (pid: number): boolean {

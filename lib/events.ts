@@ -62,12 +62,14 @@ export function toEventBody (row: EventRow): Event {
   }
 }
 
-/** True when any string (key or value) in the JSON value holds U+0000, which jsonb cannot store. */
-export function containsNulCharacter (value: unknown): boolean {
-  if (typeof value === 'string') return value.includes('\u0000')
-  if (Array.isArray(value)) return value.some(containsNulCharacter)
+const storable = (text: string) => text.isWellFormed() && !text.includes('\u0000')
+
+/** False when a string (key or value) holds U+0000 or an unpaired surrogate, which jsonb cannot store. */
+export function isStorableJson (value: unknown): boolean {
+  if (typeof value === 'string') return storable(value)
+  if (Array.isArray(value)) return value.every(isStorableJson)
   if (value !== null && typeof value === 'object') {
-    return Object.entries(value).some(([key, item]) => key.includes('\u0000') || containsNulCharacter(item))
+    return Object.entries(value).every(([key, item]) => storable(key) && isStorableJson(item))
   }
-  return false
+  return true
 }

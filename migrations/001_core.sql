@@ -13,7 +13,7 @@ CREATE TABLE organizations (
 
 CREATE TABLE events (
   id uuid PRIMARY KEY,
-  -- Commit-independent position used for inbox ordering and cursors.
+  -- Insertion order, used for inbox ordering and cursors.
   seq bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
   organization_id uuid NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
   type text NOT NULL,

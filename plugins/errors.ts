@@ -15,7 +15,8 @@ const FRAMEWORK_CODES: Record<string, string> = {
 // SQLSTATEs caused by the client's data that reach the database despite validation.
 const CLIENT_DATA_SQLSTATES: Record<string, string> = {
   '22P05': 'PostgreSQL cannot store the \\u0000 character or unpaired surrogates in JSON; remove them from the payload',
-  '22021': 'text contains a character PostgreSQL cannot store (such as \\u0000)'
+  '22021': 'text contains a character PostgreSQL cannot store (such as \\u0000)',
+  '22P02': 'a value is not valid JSON text for PostgreSQL (for example an unpaired UTF-16 surrogate such as \\ud800)'
 }
 
 // Errors that mean the database is down or restarting rather than that the request was wrong.

@@ -39,7 +39,8 @@ export default fp(async (fastify) => {
       redis.disconnect()
       throw new Error(`Cannot reach Redis at REDIS_URL: ${error instanceof Error ? error.message : String(error)}`)
     })
-    fastify.addHook('onClose', async () => { await redis.quit() })
+    // quit() fails when Redis is unreachable; closing must still succeed, so fall back to dropping the socket.
+    fastify.addHook('onClose', async () => { await redis.quit().catch(() => redis.disconnect()) })
   }
 
   await fastify.register(rateLimit, {

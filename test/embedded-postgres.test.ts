@@ -6,17 +6,10 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import pg from 'pg'
 import { openDatabase } from '../db/embedded-postgres.js'
+import { freePort } from '../lib/free-port.js'
 import type { Teardown } from './helpers.js'
 
 const quiet = { info: () => {}, warn: () => {} }
-
-async function freePort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as AddressInfo
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
 
 async function scratchDir (t: Teardown): Promise<string> {
   const dir = await mkdtemp(path.join(tmpdir(), 'triggers-embedded-'))
@@ -55,6 +48,8 @@ t.test('a server left running by a killed process is stopped and replaced', asyn
     child.stdout.on('data', (chunk: Buffer) => { if (chunk.toString().includes('ready')) resolve() })
     child.once('exit', (code) => reject(new Error(`fixture exited with ${code}`)))
   })
+  await t.rejects(openDatabase({ EMBEDDED_POSTGRES_DIR: dir, EMBEDDED_POSTGRES_PORT: port }, quiet),
+    { message: /in use by a running server/ }, 'a server whose node process lives is left alone')
   child.kill('SIGKILL')
   await new Promise((resolve) => child.once('exit', resolve))
   const leftoverPid = Number((await readFile(path.join(dir, 'postmaster.pid'), 'utf8')).split('\n')[0])

@@ -94,6 +94,9 @@ t.test('malformed requests get clear error codes', async (t) => {
   t.match(nul.json(), { code: 'unsupported_character', message: /u0000/ })
   const nulKey = await sendEvent(app, organization, { type: 'nul', payload: { 'a\u0000': 1 } })
   t.equal(nulKey.statusCode, 400)
+  const loneSurrogate = await sendEvent(app, organization, { type: 'surrogate', payload: { text: 'x\ud800y' } })
+  t.equal(loneSurrogate.statusCode, 400)
+  t.equal(loneSurrogate.json().code, 'unsupported_character')
 
   const unknownRoute = await app.inject({ method: 'GET', url: '/api/nothing-here', headers: organization.headers })
   t.equal(unknownRoute.statusCode, 404)
@@ -176,6 +179,7 @@ t.test('batches accept good items, report duplicates and reject bad ones alone',
         { type: 'ok.two', payload: { i: 3 }, dedup_id: repeated },
         { type: 'ok.two', payload: { i: 4 }, dedup_id: repeated },
         { type: 'nul', payload: { t: '\u0000' } },
+        { type: 'surrogate', payload: { t: '\udc00' } },
         'not an object',
         { type: 'ok.three', payload: { i: 7 }, extra: true }
       ]
@@ -185,13 +189,13 @@ t.test('batches accept good items, report duplicates and reject bad ones alone',
   const body = response.json()
   t.equal(body.accepted, 2)
   t.equal(body.duplicates, 2)
-  t.equal(body.rejected, 4)
+  t.equal(body.rejected, 5)
   t.same(body.results.map((result: { status: string }) => result.status),
-    ['accepted', 'rejected', 'duplicate', 'accepted', 'duplicate', 'rejected', 'rejected', 'rejected'])
-  t.same(body.results.map((result: { index: number }) => result.index), [0, 1, 2, 3, 4, 5, 6, 7])
+    ['accepted', 'rejected', 'duplicate', 'accepted', 'duplicate', 'rejected', 'rejected', 'rejected', 'rejected'])
+  t.same(body.results.map((result: { index: number }) => result.index), [0, 1, 2, 3, 4, 5, 6, 7, 8])
   t.equal(body.results[2].event_id, original.json().event_id)
   t.equal(body.results[4].event_id, body.results[3].event_id, 'a dedup_id repeated inside the batch is a duplicate of the first')
-  for (const index of [1, 5, 6, 7]) t.type(body.results[index].error, 'string')
+  for (const index of [1, 5, 6, 7, 8]) t.type(body.results[index].error, 'string')
 
   const stored = await app.pg.query('SELECT count(*)::int AS n FROM events WHERE organization_id = $1', [organization.id])
   t.equal(stored.rows[0].n, 3)

@@ -66,6 +66,8 @@ t.test('an exhausted pool makes readiness fail with 503, and it recovers', async
     const organization = await app.inject({ method: 'GET', url: '/api/inbox', headers: { 'x-api-key': 'sk_x' } })
     t.equal(organization.statusCode, 503, 'a request that needs the database gets 503, not 500')
     t.equal(organization.json().code, 'database_unavailable')
+    const health = await app.inject({ method: 'GET', url: '/health', headers: { 'x-api-key': 'sk_anything' } })
+    t.equal(health.statusCode, 200, '/health needs no database, even when a key is sent')
   } finally {
     held.release()
   }

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { findEvent } from '../../db/events.js'
 import { apiError } from '../../lib/api-error.js'
-import { containsNulCharacter, ingestEvents, toEventBody } from '../../lib/events.js'
+import { ingestEvents, isStorableJson, toEventBody } from '../../lib/events.js'
 import { organizationOf } from '../../plugins/auth.js'
 import { errorResponses } from '../../schemas/errors.js'
 import {
@@ -18,7 +18,7 @@ function checkBatchItem (item: unknown): { input: EventInput } | { error: string
     const [first] = validateEventInput.errors ?? []
     return { error: first ? `${first.instancePath || 'event'} ${first.message ?? 'is invalid'}` : 'invalid event' }
   }
-  if (containsNulCharacter(item.payload)) return { error: 'payload contains \\u0000, which PostgreSQL cannot store' }
+  if (!isStorableJson(item.payload)) return { error: 'payload contains \\u0000 or an unpaired surrogate, which PostgreSQL cannot store' }
   return { input: item }
 }
 
@@ -38,7 +38,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     if (headerKey !== undefined && bodyKey !== undefined && headerKey !== bodyKey) {
       throw apiError('badRequest', 'dedup_id_mismatch', 'Idempotency-Key header and body dedup_id differ; send one or make them equal')
     }
-    // A \u0000 in the payload is left for PostgreSQL to refuse (mapped to 400) rather than scanned for here.
+    // Unstorable text (\u0000, lone surrogates) is left for PostgreSQL to refuse (mapped to 400), sparing a scan.
     const [outcome] = await ingestEvents(fastify.pg, fastify.dedup, organization.id, [{ ...request.body, dedup_id: bodyKey ?? headerKey }])
     if (!outcome) throw new Error('ingest returned no outcome')
     const { event } = outcome
