@@ -52,7 +52,8 @@ export async function buildApp ({ config, databaseUrl }: AppOptions): Promise<Fa
     trustProxy: config.TRUST_PROXY,
     requestIdHeader: 'x-request-id',
     genReqId: () => randomUUID(),
-    forceCloseConnections: true
+    // On close, idle keep-alive sockets are dropped at once; requests in flight finish first.
+    forceCloseConnections: 'idle'
   }).withTypeProvider<TypeBoxTypeProvider>()
   app.setValidatorCompiler(validatorCompiler)
   // JSON only: a text/plain body is refused with 415 instead of reaching validation as a string.
