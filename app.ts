@@ -17,7 +17,7 @@ import eventRoutes from './routes/events/index.js'
 import inboxRoutes from './routes/inbox/index.js'
 import { validatorCompiler } from './schemas/validation.js'
 
-export const BODY_LIMIT_BYTES = 256 * 1024
+const BODY_LIMIT_BYTES = 256 * 1024
 
 export interface AppOptions {
   config: Config

@@ -14,29 +14,34 @@ export interface IngestOutcome {
  * duplicate of an earlier dedup_id (with the original event). Everything new is written by one INSERT.
  */
 export async function ingestEvents (db: Queryable, dedup: DedupCache, organizationId: string, inputs: EventInput[]): Promise<IngestOutcome[]> {
-  const outcomes: Array<IngestOutcome | undefined> = inputs.map((input) => {
-    const cached = input.dedup_id === undefined ? undefined : dedup.lookup(organizationId, input.dedup_id)
-    return cached && { status: 'duplicate', event: cached }
+  const cached = inputs.map((input) => input.dedup_id === undefined ? undefined : dedup.lookup(organizationId, input.dedup_id))
+  const fresh = inputs.flatMap((input, index) => cached[index] ? [] : [{ index, event: newEvent(input) }])
+  const stored = fresh.length === 0 ? [] : await storeEvents(db, organizationId, fresh.map(({ event }) => event))
+  const storedByIndex = new Map(fresh.map(({ index }, position) => [index, stored[position]]))
+  return inputs.map((_, index) => {
+    const hit = cached[index]
+    const outcome: IngestOutcome | undefined = hit ? { status: 'duplicate', event: hit } : storedByIndex.get(index)
+    if (!outcome) throw new Error(`no outcome for event ${index}`)
+    if (!hit) dedup.remember(organizationId, outcome.event)
+    return outcome
   })
-  const fresh = inputs.flatMap((input, index) => outcomes[index] ? [] : [{ index, event: newEvent(input) }])
-  if (fresh.length === 0) return outcomes as IngestOutcome[]
+}
 
-  const inserted = new Map((await insertEvents(db, organizationId, fresh.map(({ event }) => event))).map((row) => [row.id, row]))
-  const conflicting = fresh.flatMap(({ event }) => inserted.has(event.id) || event.dedup_id === null ? [] : [event.dedup_id])
+/** Inserts the events; those skipped for an existing dedup_id are resolved to their originals. Same order. */
+async function storeEvents (db: Queryable, organizationId: string, events: NewEvent[]): Promise<IngestOutcome[]> {
+  const inserted = new Map((await insertEvents(db, organizationId, events)).map((row) => [row.id, row]))
+  const conflicting = events.flatMap((event) => inserted.has(event.id) || event.dedup_id === null ? [] : [event.dedup_id])
   const originals = conflicting.length === 0
     ? new Map<string | null, StoredEventRef>()
     : new Map((await findEventsByDedupIds(db, organizationId, conflicting)).map((row) => [row.dedup_id, row]))
-
-  for (const { index, event } of fresh) {
+  return events.map((event) => {
     const stored = inserted.get(event.id)
+    if (stored) return { status: 'accepted', event: stored }
     const original = originals.get(event.dedup_id)
-    const outcome: IngestOutcome | undefined = stored ? { status: 'accepted', event: stored } : original && { status: 'duplicate', event: original }
     // Unreachable unless the unique constraint is gone: a skipped row always has an original.
-    if (!outcome) throw new Error(`event ${event.id} was neither inserted nor a duplicate`)
-    dedup.remember(organizationId, outcome.event)
-    outcomes[index] = outcome
-  }
-  return outcomes as IngestOutcome[]
+    if (!original) throw new Error(`event ${event.id} was neither inserted nor a duplicate`)
+    return { status: 'duplicate', event: original }
+  })
 }
 
 function newEvent (input: EventInput): NewEvent {
