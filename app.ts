@@ -15,6 +15,9 @@ import keyRoutes from './routes/keys/index.js'
 import keyGenerateRoute from './routes/keys/generate.js'
 import eventRoutes from './routes/events/index.js'
 import inboxRoutes from './routes/inbox/index.js'
+import leaseRoutes from './routes/inbox/leases.js'
+import streamRoutes from './routes/inbox/stream.js'
+import eventSignalsPlugin from './plugins/event-signals.js'
 import { validatorCompiler } from './schemas/validation.js'
 
 const BODY_LIMIT_BYTES = 256 * 1024
@@ -59,7 +62,14 @@ export async function buildApp ({ config, databaseUrl }: AppOptions): Promise<Fa
   // JSON only: a text/plain body is refused with 415 instead of reaching validation as a string.
   app.removeContentTypeParser('text/plain')
   acceptEmptyJsonBodies(app)
-  app.addHook('onSend', async (request, reply) => { reply.header('x-request-id', request.id) })
+  // Answers sent while closing (long polls woken by shutdown) also close their connection; left keep-alive,
+  // the server would wait for them until keepAliveTimeout.
+  let closing = false
+  app.addHook('preClose', async () => { closing = true })
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', request.id)
+    if (closing) reply.header('connection', 'close')
+  })
 
   await app.register(configPlugin, { config })
   await app.register(sensible)
@@ -72,6 +82,7 @@ export async function buildApp ({ config, databaseUrl }: AppOptions): Promise<Fa
   await app.register(authPlugin)
   await app.register(rateLimitPlugin)
   await app.register(dedupPlugin)
+  await app.register(eventSignalsPlugin, { databaseUrl })
   await app.register(docsPlugin)
 
   await app.register(healthRoutes)
@@ -85,6 +96,8 @@ export async function buildApp ({ config, databaseUrl }: AppOptions): Promise<Fa
     await api.register(keyRoutes)
     await api.register(eventRoutes)
     await api.register(inboxRoutes)
+    await api.register(leaseRoutes)
+    await api.register(streamRoutes)
   }, { prefix: '/api' })
   return app
 }

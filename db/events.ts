@@ -15,7 +15,7 @@ export interface EventRow {
   payload: Record<string, unknown>
   dedup_id: string | null
   source: string | null
-  status: 'pending' | 'acknowledged'
+  status: 'pending' | 'acknowledged' | 'quarantined'
   created_at: Date
   acknowledged_at: Date | null
 }
@@ -99,10 +99,122 @@ export async function listEvents (db: Queryable, organizationId: string, filter:
 export async function acknowledgeEvents (db: Queryable, organizationId: string, ids: string[]): Promise<Array<{ id: string, acknowledged_at: Date }>> {
   const { rows } = await db.query<{ id: string, acknowledged_at: Date }>({
     name: 'acknowledge-events',
-    text: `UPDATE events SET status = 'acknowledged', acknowledged_at = coalesce(acknowledged_at, now())
+    text: `UPDATE events SET status = 'acknowledged', acknowledged_at = coalesce(acknowledged_at, now()), lease_id = NULL, leased_until = NULL
            WHERE organization_id = $1 AND id = ANY($2::uuid[])
            RETURNING id, acknowledged_at`,
     values: [organizationId, ids]
   })
   return rows
+}
+
+export interface LeasedEventRow {
+  id: string
+  seq: string
+  type: string
+  payload: Record<string, unknown>
+  dedup_id: string | null
+  source: string | null
+  created_at: Date
+  lease_count: number
+}
+
+export interface LeaseRequest {
+  leaseId: string
+  limit: number
+  leaseSeconds: number
+  type: string | null
+  maxLeases: number
+}
+
+/**
+ * Claims the oldest available events (pending, not under an unexpired lease, leased fewer than maxLeases
+ * times) for one lease. SKIP LOCKED lets concurrent consumers claim disjoint events without waiting.
+ */
+export async function leaseEvents (db: Queryable, organizationId: string, request: LeaseRequest): Promise<{ events: LeasedEventRow[], leasedUntil: Date | null }> {
+  const { rows } = await db.query<LeasedEventRow & { leased_until: Date }>({
+    name: 'lease-events',
+    text: `WITH available AS (
+             SELECT id FROM events
+             WHERE organization_id = $1 AND status = 'pending'
+               AND (leased_until IS NULL OR leased_until <= now())
+               AND lease_count < $5
+               AND ($3::text IS NULL OR type = $3)
+             ORDER BY seq
+             LIMIT $4
+             FOR UPDATE SKIP LOCKED
+           )
+           UPDATE events e
+           SET lease_id = $2, leased_until = now() + make_interval(secs => $6), lease_count = e.lease_count + 1
+           FROM available
+           WHERE e.id = available.id
+           RETURNING e.id, e.seq, e.type, e.payload, e.dedup_id, e.source, e.created_at, e.lease_count, e.leased_until`,
+    values: [organizationId, request.leaseId, request.type, request.limit, request.maxLeases, request.leaseSeconds]
+  })
+  rows.sort((a, b) => Number(BigInt(a.seq) - BigInt(b.seq)))
+  return { events: rows, leasedUntil: rows[0]?.leased_until ?? null }
+}
+
+/** Events whose last allowed lease expired without an ack move to the quarantine. */
+export async function quarantineExhausted (db: Queryable, organizationId: string, maxLeases: number): Promise<void> {
+  await db.query({
+    name: 'quarantine-exhausted',
+    text: `UPDATE events SET status = 'quarantined', lease_id = NULL, leased_until = NULL
+           WHERE organization_id = $1 AND status = 'pending' AND leased_until <= now() AND lease_count >= $2`,
+    values: [organizationId, maxLeases]
+  })
+}
+
+// Only events still held by the lease: an expired lease (possibly re-leased since) no longer counts.
+const HELD_BY_LEASE = `organization_id = $1 AND lease_id = $2 AND leased_until > now() AND status = 'pending'
+                       AND ($3::uuid[] IS NULL OR id = ANY($3::uuid[]))`
+
+export async function acknowledgeLeased (db: Queryable, organizationId: string, leaseId: string, ids: string[] | null): Promise<string[]> {
+  const { rows } = await db.query<{ id: string }>({
+    name: 'acknowledge-leased',
+    text: `UPDATE events SET status = 'acknowledged', acknowledged_at = now(), lease_id = NULL, leased_until = NULL
+           WHERE ${HELD_BY_LEASE} RETURNING id`,
+    values: [organizationId, leaseId, ids]
+  })
+  return rows.map((row) => row.id)
+}
+
+/** Ends the lease early; an event that has used its last allowed lease goes to the quarantine instead. */
+export async function releaseLeased (db: Queryable, organizationId: string, leaseId: string, ids: string[] | null, maxLeases: number): Promise<Array<{ id: string, status: string }>> {
+  const { rows } = await db.query<{ id: string, status: string }>({
+    name: 'release-leased',
+    text: `UPDATE events
+           SET lease_id = NULL, leased_until = NULL, status = CASE WHEN lease_count >= $4 THEN 'quarantined' ELSE 'pending' END
+           WHERE ${HELD_BY_LEASE} RETURNING id, status`,
+    values: [organizationId, leaseId, ids, maxLeases]
+  })
+  return rows
+}
+
+export async function extendLease (db: Queryable, organizationId: string, leaseId: string, leaseSeconds: number): Promise<{ ids: string[], leasedUntil: Date | null }> {
+  const { rows } = await db.query<{ id: string, leased_until: Date }>({
+    name: 'extend-lease',
+    text: `UPDATE events SET leased_until = now() + make_interval(secs => $4)
+           WHERE ${HELD_BY_LEASE} RETURNING id, leased_until`,
+    values: [organizationId, leaseId, null, leaseSeconds]
+  })
+  return { ids: rows.map((row) => row.id), leasedUntil: rows[0]?.leased_until ?? null }
+}
+
+/** Puts a quarantined event back in the queue with a fresh lease budget. */
+export async function requeueQuarantined (db: Queryable, organizationId: string, id: string): Promise<EventRow | undefined> {
+  const { rows } = await db.query<EventRow>({
+    name: 'requeue-quarantined',
+    text: `UPDATE events SET status = 'pending', lease_count = 0, lease_id = NULL, leased_until = NULL
+           WHERE organization_id = $1 AND id = $2 AND status = 'quarantined' RETURNING ${COLUMNS}`,
+    values: [organizationId, id]
+  })
+  return rows[0]
+}
+
+/** The NOTIFY channel of migration 002's insert trigger; payloads are "<organization_id>:<count>". */
+export const EVENTS_CHANNEL = 'triggers_events'
+
+/** Wakes long polls and streams for events that became available again (release, requeue). */
+export async function notifyEventsAvailable (db: Queryable, organizationId: string, count: number): Promise<void> {
+  await db.query('SELECT pg_notify($1, $2)', [EVENTS_CHANNEL, `${organizationId}:${count}`])
 }

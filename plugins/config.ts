@@ -23,6 +23,8 @@ export const ConfigSchema = Type.Object({
   RATE_LIMIT_ENTERPRISE: perMinute(10000, 'requests per minute for the enterprise tier'),
   RATE_LIMIT_ANONYMOUS: perMinute(1000, 'requests per minute per IP without a valid API key'),
   DEDUP_CACHE_SIZE: Type.Integer({ minimum: 1, default: 100000 }),
+  INBOX_MAX_LEASES: Type.Integer({ minimum: 1, maximum: 1000, default: 5, description: 'leases without ack before an event is quarantined' }),
+  INBOX_STREAM_HEARTBEAT_SECONDS: Type.Integer({ minimum: 1, maximum: 300, default: 15 }),
   TRUST_PROXY: Type.Boolean({ default: false })
 })
 

@@ -5,7 +5,9 @@ const ROUTES: Array<[string, string]> = [
   ['get', '/health'], ['get', '/health/ready'], ['get', '/stats/cache'],
   ['post', '/api/keys/generate'], ['get', '/api/keys'], ['post', '/api/keys/rotate'],
   ['post', '/api/events'], ['post', '/api/events/batch'], ['get', '/api/events/{id}'],
-  ['get', '/api/inbox'], ['post', '/api/events/{id}/ack'], ['post', '/api/ack/{id}'], ['post', '/api/ack']
+  ['get', '/api/inbox'], ['post', '/api/events/{id}/ack'], ['post', '/api/ack/{id}'], ['post', '/api/ack'],
+  ['post', '/api/inbox/lease'], ['post', '/api/inbox/ack'], ['post', '/api/inbox/release'], ['post', '/api/inbox/extend'],
+  ['get', '/api/inbox/stream'], ['post', '/api/inbox/quarantine/{id}/requeue']
 ]
 
 interface Operation {

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
-import { acknowledgeEvents, listEvents } from '../../db/events.js'
+import { acknowledgeEvents, listEvents, quarantineExhausted } from '../../db/events.js'
 import { apiError } from '../../lib/api-error.js'
 import { toEventBody } from '../../lib/events.js'
 import { organizationOf } from '../../plugins/auth.js'
@@ -44,7 +44,10 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     }
   }, async (request) => {
     const filter = inboxFilter(request.query)
-    const rows = await listEvents(fastify.pg, organizationOf(request).id, filter)
+    const organizationId = organizationOf(request).id
+    // Expired last leases become visible as quarantined before anything that could show them is listed.
+    if (filter.status !== 'acknowledged') await quarantineExhausted(fastify.pg, organizationId, fastify.config.INBOX_MAX_LEASES)
+    const rows = await listEvents(fastify.pg, organizationId, filter)
     const page = rows.slice(0, filter.limit)
     const last = page.at(-1)
     return {

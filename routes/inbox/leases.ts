@@ -1,0 +1,138 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { randomUUID } from 'node:crypto'
+import {
+  acknowledgeLeased, extendLease, leaseEvents, notifyEventsAvailable, quarantineExhausted, releaseLeased, requeueQuarantined,
+  type LeasedEventRow
+} from '../../db/events.js'
+import { apiError } from '../../lib/api-error.js'
+import { toEventBody } from '../../lib/events.js'
+import { organizationOf } from '../../plugins/auth.js'
+import { errorResponses } from '../../schemas/errors.js'
+import { Event, EventParams } from '../../schemas/events.js'
+import { ExtendBody, ExtendResult, Lease, LeaseAckResult, LeaseBody, LeaseEventsBody, ReleaseResult } from '../../schemas/leases.js'
+
+function toLeasedEvent (row: LeasedEventRow) {
+  return {
+    event_id: row.id,
+    type: row.type,
+    payload: row.payload,
+    dedup_id: row.dedup_id,
+    source: row.source,
+    created_at: row.created_at.toISOString(),
+    lease_count: row.lease_count
+  }
+}
+
+const normalizeIds = (ids: string[] | undefined) => ids === undefined ? null : [...new Set(ids.map((id) => id.toLowerCase()))]
+
+/**
+ * Leasing (visibility timeouts) for concurrent consumers, written here because it is our domain: claims use
+ * FOR UPDATE SKIP LOCKED; long polls wait on LISTEN/NOTIFY without holding a pool client.
+ */
+const routes: FastifyPluginAsyncTypebox = async (fastify) => {
+  const maxLeases = fastify.config.INBOX_MAX_LEASES
+
+  fastify.post('/inbox/lease', {
+    schema: {
+      tags: ['inbox'],
+      summary: 'Lease the oldest available events; with wait_seconds, wait for some to arrive',
+      body: LeaseBody,
+      response: { 200: Lease, ...errorResponses(400, 401) }
+    }
+  }, async (request, reply) => {
+    const organization = organizationOf(request)
+    const { limit, lease_seconds: leaseSeconds, wait_seconds: waitSeconds, type } = request.body
+    const leaseRequest = { leaseId: randomUUID(), limit, leaseSeconds, type: type ?? null, maxLeases }
+    const deadline = Date.now() + waitSeconds * 1000
+    const { eventSignals } = fastify
+    // Ends the wait when the client goes away before we answer.
+    const clientGone = new AbortController()
+    const onClose = () => clientGone.abort()
+    reply.raw.once('close', onClose)
+    const stillWaiting = () => Date.now() < deadline && !clientGone.signal.aborted && !eventSignals.closing.aborted
+    try {
+      for (;;) {
+        // Listen before looking, so an event committed between the two still wakes us.
+        const stopListening = new AbortController()
+        const arrival = eventSignals.nextArrival(organization.id, deadline - Date.now(), AbortSignal.any([clientGone.signal, stopListening.signal]))
+        try {
+          await quarantineExhausted(fastify.pg, organization.id, maxLeases)
+          const { events, leasedUntil } = await leaseEvents(fastify.pg, organization.id, leaseRequest)
+          if (events.length > 0 || !stillWaiting()) {
+            return {
+              lease_id: events.length > 0 ? leaseRequest.leaseId : null,
+              leased_until: leasedUntil?.toISOString() ?? null,
+              events: events.map(toLeasedEvent)
+            }
+          }
+          await arrival
+        } finally {
+          stopListening.abort()
+          await arrival
+        }
+      }
+    } finally {
+      reply.raw.off('close', onClose)
+    }
+  })
+
+  fastify.post('/inbox/ack', {
+    schema: {
+      tags: ['inbox'],
+      summary: 'Acknowledge the events of a lease (all, or those listed) while the lease holds them',
+      body: LeaseEventsBody,
+      response: { 200: LeaseAckResult, ...errorResponses(400, 401) }
+    }
+  }, async (request) => {
+    const requested = normalizeIds(request.body.event_ids)
+    const acknowledged = await acknowledgeLeased(fastify.pg, organizationOf(request).id, request.body.lease_id, requested)
+    const done = new Set(acknowledged)
+    return { acknowledged, not_found: (requested ?? []).filter((id) => !done.has(id)) }
+  })
+
+  fastify.post('/inbox/release', {
+    schema: {
+      tags: ['inbox'],
+      summary: 'Return the events of a lease (all, or those listed) to the queue now',
+      body: LeaseEventsBody,
+      response: { 200: ReleaseResult, ...errorResponses(400, 401) }
+    }
+  }, async (request) => {
+    const organization = organizationOf(request)
+    const released = await releaseLeased(fastify.pg, organization.id, request.body.lease_id, normalizeIds(request.body.event_ids), maxLeases)
+    const available = released.filter((row) => row.status === 'pending').length
+    if (available > 0) await notifyEventsAvailable(fastify.pg, organization.id, available)
+    return { released: released.map((row) => row.id) }
+  })
+
+  fastify.post('/inbox/extend', {
+    schema: {
+      tags: ['inbox'],
+      summary: 'Extend an unexpired lease to lease_seconds from now',
+      body: ExtendBody,
+      response: { 200: ExtendResult, ...errorResponses(400, 401, 404) }
+    }
+  }, async (request) => {
+    const { lease_id: leaseId, lease_seconds: leaseSeconds } = request.body
+    const { ids, leasedUntil } = await extendLease(fastify.pg, organizationOf(request).id, leaseId, leaseSeconds)
+    if (leasedUntil === null) throw apiError('notFound', 'lease_not_found', 'No unexpired lease with this lease_id holds any event')
+    return { lease_id: leaseId, leased_until: leasedUntil.toISOString(), event_ids: ids }
+  })
+
+  fastify.post('/inbox/quarantine/:id/requeue', {
+    schema: {
+      tags: ['inbox'],
+      summary: 'Put a quarantined event back in the queue with lease_count 0',
+      params: EventParams,
+      response: { 200: Event, ...errorResponses(400, 401, 404) }
+    }
+  }, async (request) => {
+    const organization = organizationOf(request)
+    const row = await requeueQuarantined(fastify.pg, organization.id, request.params.id)
+    if (!row) throw apiError('notFound', 'not_found', `No quarantined event ${request.params.id}`)
+    await notifyEventsAvailable(fastify.pg, organization.id, 1)
+    return toEventBody(row)
+  })
+}
+
+export default routes

@@ -1,0 +1,67 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+import { organizationOf } from '../../plugins/auth.js'
+import { errorResponses } from '../../schemas/errors.js'
+
+// Notifications arriving this close together become one frame.
+const COALESCE_MS = 100
+
+/**
+ * Server-Sent Events: `data: {"count": n}` when n new events arrive for the organization, a comment line as
+ * heartbeat, and a clean end when the client leaves or the server shuts down. Events themselves are then
+ * leased or listed through the other endpoints.
+ */
+const routes: FastifyPluginAsyncTypebox = async (fastify) => {
+  const heartbeatMs = fastify.config.INBOX_STREAM_HEARTBEAT_SECONDS * 1000
+
+  fastify.get('/inbox/stream', {
+    schema: {
+      tags: ['inbox'],
+      summary: 'Server-Sent Events stream: {"count": n} when new events arrive; heartbeat comments',
+      response: { 200: Type.String({ description: 'A text/event-stream body (not JSON): frames `data: {"count": n}` and heartbeat comments' }), ...errorResponses(401) }
+    }
+  }, async (request, reply) => {
+    const organization = organizationOf(request)
+    const { eventSignals } = fastify
+    reply.hijack()
+    const stream = reply.raw
+    // Headers set before hijacking (rate-limit counters) still go out.
+    for (const [name, value] of Object.entries(reply.getHeaders())) {
+      if (value !== undefined) stream.setHeader(name, value)
+    }
+    stream.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
+      'x-request-id': request.id
+    })
+    stream.write(': connected\n\n')
+
+    let pending = 0
+    let flushTimer: NodeJS.Timeout | undefined
+    const flush = () => {
+      flushTimer = undefined
+      stream.write(`data: ${JSON.stringify({ count: pending })}\n\n`)
+      pending = 0
+    }
+    const unsubscribe = eventSignals.subscribe(organization.id, (count) => {
+      pending += count
+      flushTimer ??= setTimeout(flush, COALESCE_MS)
+    })
+    const heartbeat = setInterval(() => stream.write(': heartbeat\n\n'), heartbeatMs)
+
+    const end = () => {
+      unsubscribe()
+      clearInterval(heartbeat)
+      clearTimeout(flushTimer)
+      eventSignals.closing.removeEventListener('abort', end)
+      if (!stream.writableEnded) stream.end()
+    }
+    stream.once('close', end)
+    if (eventSignals.closing.aborted) end()
+    else eventSignals.closing.addEventListener('abort', end, { once: true })
+  })
+}
+
+export default routes
