@@ -18,6 +18,8 @@ import inboxRoutes from './routes/inbox/index.js'
 import leaseRoutes from './routes/inbox/leases.js'
 import streamRoutes from './routes/inbox/stream.js'
 import eventSignalsPlugin from './plugins/event-signals.js'
+import webhookWorkerPlugin from './plugins/webhook-worker.js'
+import webhookRoutes from './routes/webhooks/index.js'
 import { validatorCompiler } from './schemas/validation.js'
 
 const BODY_LIMIT_BYTES = 256 * 1024
@@ -83,6 +85,7 @@ export async function buildApp ({ config, databaseUrl }: AppOptions): Promise<Fa
   await app.register(rateLimitPlugin)
   await app.register(dedupPlugin)
   await app.register(eventSignalsPlugin, { databaseUrl })
+  await app.register(webhookWorkerPlugin, { databaseUrl })
   await app.register(docsPlugin)
 
   await app.register(healthRoutes)
@@ -98,6 +101,7 @@ export async function buildApp ({ config, databaseUrl }: AppOptions): Promise<Fa
     await api.register(inboxRoutes)
     await api.register(leaseRoutes)
     await api.register(streamRoutes)
+    await api.register(webhookRoutes)
   }, { prefix: '/api' })
   return app
 }

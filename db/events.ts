@@ -15,7 +15,7 @@ export interface EventRow {
   payload: Record<string, unknown>
   dedup_id: string | null
   source: string | null
-  status: 'pending' | 'acknowledged' | 'quarantined'
+  status: 'pending' | 'acknowledged' | 'quarantined' | 'delivered' | 'failed'
   created_at: Date
   acknowledged_at: Date | null
 }
@@ -39,16 +39,24 @@ const COLUMNS = 'id, seq, type, payload, dedup_id, source, status, created_at, a
 
 /**
  * Inserts many events in one statement. Rows whose dedup_id already exists for the organization (or
- * repeats earlier in the same call) are skipped; only inserted rows are returned.
+ * repeats earlier in the same call) are skipped; only inserted rows are returned. The same statement writes
+ * a delivery (outbox row) for each matching enabled webhook, so no accepted event can miss its webhooks.
  */
 export async function insertEvents (db: Queryable, organizationId: string, events: NewEvent[]): Promise<StoredEventRef[]> {
   const { rows } = await db.query<StoredEventRef>({
     name: 'insert-events',
-    text: `INSERT INTO events (id, organization_id, type, payload, dedup_id, source)
-           SELECT e.id, $1, e.type, e.payload, e.dedup_id, e.source
-           FROM unnest($2::uuid[], $3::text[], $4::jsonb[], $5::text[], $6::text[]) AS e (id, type, payload, dedup_id, source)
-           ON CONFLICT (organization_id, dedup_id) DO NOTHING
-           RETURNING id, dedup_id, type, created_at`,
+    text: `WITH inserted AS (
+             INSERT INTO events (id, organization_id, type, payload, dedup_id, source)
+             SELECT e.id, $1, e.type, e.payload, e.dedup_id, e.source
+             FROM unnest($2::uuid[], $3::text[], $4::jsonb[], $5::text[], $6::text[]) AS e (id, type, payload, dedup_id, source)
+             ON CONFLICT (organization_id, dedup_id) DO NOTHING
+             RETURNING id, dedup_id, type, created_at
+           ), outbox AS (
+             INSERT INTO deliveries (event_id, webhook_id)
+             SELECT inserted.id, w.id FROM inserted
+             JOIN webhooks w ON w.organization_id = $1 AND w.enabled AND webhook_matches(w.event_types, inserted.type)
+           )
+           SELECT id, dedup_id, type, created_at FROM inserted`,
     values: [
       organizationId,
       events.map((event) => event.id),

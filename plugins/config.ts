@@ -25,6 +25,16 @@ export const ConfigSchema = Type.Object({
   DEDUP_CACHE_SIZE: Type.Integer({ minimum: 1, default: 100000 }),
   INBOX_MAX_LEASES: Type.Integer({ minimum: 1, maximum: 1000, default: 5, description: 'leases without ack before an event is quarantined' }),
   INBOX_STREAM_HEARTBEAT_SECONDS: Type.Integer({ minimum: 1, maximum: 300, default: 15 }),
+  WEBHOOK_WORKER: Type.Enum(['on', 'off'], { default: 'on', description: 'run the delivery worker inside the API process' }),
+  WEBHOOK_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 120000, default: 10000 }),
+  WEBHOOK_RETRY_SCHEDULE: Type.String({ pattern: '^\\s*\\d+(\\s*,\\s*\\d+)*\\s*$', default: '0,5,300,1800,7200,18000,36000,36000', description: 'seconds before each attempt' }),
+  WEBHOOK_ALLOW_PRIVATE_URLS: Type.Boolean({ default: false }),
+  WEBHOOK_DISABLE_AFTER_FAILURES: Type.Integer({ minimum: 0, default: 5, description: 'consecutive exhausted deliveries before an endpoint is disabled (0 = never)' }),
+  WEBHOOK_ENDPOINT_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 100, default: 4 }),
+  WEBHOOK_WORKER_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 1000, default: 32 }),
+  WEBHOOK_CLAIM_SECONDS: Type.Integer({ minimum: 1, maximum: 3600, default: 60, description: 'how long a claimed delivery stays with its worker' }),
+  WEBHOOK_POLL_INTERVAL_MS: Type.Integer({ minimum: 50, maximum: 60000, default: 1000 }),
+  WEBHOOK_SECRET_OVERLAP_SECONDS: Type.Integer({ minimum: 0, default: 86400 }),
   TRUST_PROXY: Type.Boolean({ default: false })
 })
 

@@ -23,7 +23,8 @@ export default fp(async (fastify) => {
         { name: 'health', description: 'Liveness, readiness and cache statistics' },
         { name: 'keys', description: 'API keys and organizations' },
         { name: 'events', description: 'Sending and reading events' },
-        { name: 'inbox', description: 'Pulling and acknowledging events' }
+        { name: 'inbox', description: 'Pulling, leasing and acknowledging events' },
+        { name: 'webhooks', description: 'Push delivery to your endpoints, signed per Standard Webhooks' }
       ]
     }
   })

@@ -5,7 +5,7 @@ const timestamp = Type.String({ format: 'date-time' })
 // PostgreSQL text cannot hold U+0000, so it is refused at validation time.
 const noNul = '^[^\\u0000]*$'
 
-export const EVENT_STATUSES = ['pending', 'acknowledged', 'quarantined'] as const
+export const EVENT_STATUSES = ['pending', 'acknowledged', 'quarantined', 'delivered', 'failed'] as const
 export const EventStatus = Type.Enum(EVENT_STATUSES)
 
 export const Payload = Type.Record(Type.String(), Type.Unknown(), { description: 'Any JSON object' })

@@ -18,6 +18,8 @@ export function testConfig (overrides: Record<string, string> = {}): Config {
     RATE_LIMIT_FREE: '0',
     RATE_LIMIT_ANONYMOUS: '0',
     REDIS_KEY_PREFIX: `test:${randomUUID()}:`,
+    // Only the webhook delivery tests run workers, so no other test's app sends their deliveries.
+    WEBHOOK_WORKER: 'off',
     ...overrides
   })
 }

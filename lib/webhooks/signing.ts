@@ -1,0 +1,35 @@
+import { randomBytes } from 'node:crypto'
+import { Webhook } from 'standardwebhooks'
+
+/** `whsec_` + base64 of 24 random bytes, the Standard Webhooks secret format. */
+export function createWebhookSecret (): string {
+  return `whsec_${randomBytes(24).toString('base64')}`
+}
+
+export function maskSecret (secret: string): string {
+  return `${secret.slice(0, 10)}…`
+}
+
+export interface SignedRequest {
+  body: string
+  headers: Record<string, string>
+}
+
+/**
+ * Builds the Standard Webhooks request: body {type, timestamp, data}, webhook-id (the event id, the same on
+ * every retry), webhook-timestamp, and webhook-signature with one `v1,` signature per active secret.
+ */
+export function signWebhook (eventId: string, type: string, data: unknown, secrets: string[], now = new Date()): SignedRequest {
+  const body = JSON.stringify({ type, timestamp: now.toISOString(), data })
+  const signatures = secrets.map((secret) => new Webhook(secret).sign(eventId, now, body))
+  return {
+    body,
+    headers: {
+      'content-type': 'application/json',
+      'user-agent': 'triggers-api-webhooks/1',
+      'webhook-id': eventId,
+      'webhook-timestamp': String(Math.floor(now.getTime() / 1000)),
+      'webhook-signature': signatures.join(' ')
+    }
+  }
+}

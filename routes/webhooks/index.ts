@@ -1,0 +1,177 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { randomUUID } from 'node:crypto'
+import { Type } from 'typebox'
+import { listAttempts, redeliverEvent, type AttemptRow } from '../../db/deliveries.js'
+import { findEvent } from '../../db/events.js'
+import {
+  activeSecrets, deleteWebhook, findWebhook, insertWebhook, listWebhooks, rotateWebhookSecret, updateWebhook, type WebhookRow
+} from '../../db/webhooks.js'
+import { apiError } from '../../lib/api-error.js'
+import { sendWebhook } from '../../lib/webhooks/send.js'
+import { createWebhookSecret, maskSecret, signWebhook } from '../../lib/webhooks/signing.js'
+import { refuseWebhookUrl } from '../../lib/webhooks/url-guard.js'
+import { organizationOf } from '../../plugins/auth.js'
+import { errorResponses } from '../../schemas/errors.js'
+import { EventParams } from '../../schemas/events.js'
+import {
+  CreateWebhookBody, DeliveriesQuery, DeliveryPage, RedeliverBody, RedeliverResult, TestResult, UpdateWebhookBody, Webhook,
+  WebhookList, WebhookParams
+} from '../../schemas/webhooks.js'
+
+function toWebhookBody (row: WebhookRow, showSecret = false) {
+  return {
+    id: row.id,
+    url: row.url,
+    event_types: row.event_types,
+    description: row.description,
+    enabled: row.enabled,
+    disabled_reason: row.disabled_reason,
+    secret: showSecret ? row.secret : maskSecret(row.secret),
+    created_at: row.created_at.toISOString(),
+    updated_at: row.updated_at.toISOString()
+  }
+}
+
+function toAttemptBody (row: AttemptRow) {
+  return {
+    event_id: row.event_id,
+    attempt: row.attempt,
+    status: row.status,
+    response_status: row.response_status,
+    error: row.error,
+    duration_ms: row.duration_ms,
+    attempted_at: row.attempted_at.toISOString(),
+    next_attempt_at: row.next_attempt_at?.toISOString() ?? null
+  }
+}
+
+const notFound = (id: string) => apiError('notFound', 'not_found', `Webhook ${id} not found`)
+
+const routes: FastifyPluginAsyncTypebox = async (fastify) => {
+  const { config } = fastify
+
+  const checkUrl = async (url: string) => {
+    const refused = await refuseWebhookUrl(url, config.WEBHOOK_ALLOW_PRIVATE_URLS)
+    if (refused !== undefined) throw apiError('badRequest', 'invalid_webhook_url', refused)
+  }
+
+  fastify.post('/webhooks', {
+    schema: {
+      tags: ['webhooks'],
+      summary: 'Register an endpoint; the signing secret is shown in full only in this response',
+      body: CreateWebhookBody,
+      response: { 201: Webhook, ...errorResponses(400, 401) }
+    }
+  }, async (request, reply) => {
+    await checkUrl(request.body.url)
+    const row = await insertWebhook(fastify.pg, organizationOf(request).id, {
+      url: request.body.url,
+      event_types: request.body.event_types ?? [],
+      description: request.body.description ?? null,
+      secret: createWebhookSecret()
+    })
+    return reply.code(201).header('location', `/api/webhooks/${row.id}`).send(toWebhookBody(row, true))
+  })
+
+  fastify.get('/webhooks', {
+    schema: { tags: ['webhooks'], summary: 'All endpoints (secrets masked)', response: { 200: WebhookList, ...errorResponses(401) } }
+  }, async (request) => ({ webhooks: (await listWebhooks(fastify.pg, organizationOf(request).id)).map((row) => toWebhookBody(row)) }))
+
+  fastify.get('/webhooks/:id', {
+    schema: { tags: ['webhooks'], summary: 'One endpoint (secret masked)', params: WebhookParams, response: { 200: Webhook, ...errorResponses(400, 401, 404) } }
+  }, async (request) => {
+    const row = await findWebhook(fastify.pg, organizationOf(request).id, request.params.id)
+    if (!row) throw notFound(request.params.id)
+    return toWebhookBody(row)
+  })
+
+  fastify.patch('/webhooks/:id', {
+    schema: {
+      tags: ['webhooks'],
+      summary: 'Change url, event_types, description or enabled (re-enabling resumes deliveries)',
+      params: WebhookParams,
+      body: UpdateWebhookBody,
+      response: { 200: Webhook, ...errorResponses(400, 401, 404) }
+    }
+  }, async (request) => {
+    if (request.body.url !== undefined) await checkUrl(request.body.url)
+    const row = await updateWebhook(fastify.pg, organizationOf(request).id, request.params.id, request.body)
+    if (!row) throw notFound(request.params.id)
+    return toWebhookBody(row)
+  })
+
+  fastify.delete('/webhooks/:id', {
+    schema: { tags: ['webhooks'], summary: 'Remove an endpoint; its pending deliveries stop', params: WebhookParams, response: { 204: Type.Null({ description: 'Deleted' }), ...errorResponses(400, 401, 404) } }
+  }, async (request, reply) => {
+    if (!await deleteWebhook(fastify.pg, organizationOf(request).id, request.params.id)) throw notFound(request.params.id)
+    return reply.code(204).send(null)
+  })
+
+  fastify.post('/webhooks/:id/rotate-secret', {
+    schema: {
+      tags: ['webhooks'],
+      summary: 'New signing secret; the old one also signs for WEBHOOK_SECRET_OVERLAP_SECONDS',
+      params: WebhookParams,
+      response: { 200: Webhook, ...errorResponses(400, 401, 404) }
+    }
+  }, async (request) => {
+    const row = await rotateWebhookSecret(fastify.pg, organizationOf(request).id, request.params.id, createWebhookSecret(), config.WEBHOOK_SECRET_OVERLAP_SECONDS)
+    if (!row) throw notFound(request.params.id)
+    return toWebhookBody(row, true)
+  })
+
+  fastify.get('/webhooks/:id/deliveries', {
+    schema: {
+      tags: ['webhooks'],
+      summary: 'Delivery attempts to this endpoint, newest first',
+      params: WebhookParams,
+      querystring: DeliveriesQuery,
+      response: { 200: DeliveryPage, ...errorResponses(400, 401, 404) }
+    }
+  }, async (request) => {
+    const webhook = await findWebhook(fastify.pg, organizationOf(request).id, request.params.id)
+    if (!webhook) throw notFound(request.params.id)
+    const { limit, cursor, status } = request.query
+    const rows = await listAttempts(fastify.pg, webhook.id, { status: status ?? null, beforeId: cursor ?? null, limit })
+    const page = rows.slice(0, limit)
+    return { deliveries: page.map(toAttemptBody), next_cursor: rows.length > limit ? page.at(-1)?.id ?? null : null }
+  })
+
+  fastify.post('/webhooks/:id/test', {
+    schema: {
+      tags: ['webhooks'],
+      summary: 'Send a webhook.test event now and return the outcome (not retried, not recorded)',
+      params: WebhookParams,
+      response: { 200: TestResult, ...errorResponses(400, 401, 404) }
+    }
+  }, async (request) => {
+    const webhook = await findWebhook(fastify.pg, organizationOf(request).id, request.params.id)
+    if (!webhook) throw notFound(request.params.id)
+    const signed = signWebhook(`msg_test_${randomUUID()}`, 'webhook.test', { webhook_id: webhook.id }, activeSecrets(webhook))
+    const outcome = await sendWebhook(webhook.url, signed, {
+      timeoutMs: config.WEBHOOK_TIMEOUT_MS, allowPrivateUrls: config.WEBHOOK_ALLOW_PRIVATE_URLS, signal: new AbortController().signal
+    })
+    return { success: outcome.succeeded, response_status: outcome.responseStatus, error: outcome.error, duration_ms: outcome.durationMs }
+  })
+
+  fastify.post('/events/:id/redeliver', {
+    // The body is optional: no body means every matching endpoint.
+    preValidation: async (request) => { request.body ??= {} },
+    schema: {
+      tags: ['webhooks'],
+      summary: 'Queue the event again to every matching endpoint, or to webhook_id only',
+      params: EventParams,
+      body: RedeliverBody,
+      response: { 202: RedeliverResult, ...errorResponses(400, 401, 404) }
+    }
+  }, async (request, reply) => {
+    const organization = organizationOf(request)
+    if (!await findEvent(fastify.pg, organization.id, request.params.id)) throw apiError('notFound', 'not_found', `Event ${request.params.id} not found`)
+    const webhookId = request.body.webhook_id ?? null
+    if (webhookId !== null && !await findWebhook(fastify.pg, organization.id, webhookId)) throw notFound(webhookId)
+    const queued = await redeliverEvent(fastify.pg, organization.id, request.params.id, webhookId)
+    return reply.code(202).send({ queued })
+  })
+}
+
+export default routes

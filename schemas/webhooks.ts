@@ -1,0 +1,72 @@
+import { Type } from 'typebox'
+
+const Id = Type.String({ format: 'uuid' })
+const timestamp = Type.String({ format: 'date-time' })
+const EventTypePattern = Type.String({ minLength: 1, maxLength: 101, pattern: '^[A-Za-z0-9._:-]*\\*?$', description: 'An event type, or a prefix ending in *' })
+const EventTypes = Type.Array(EventTypePattern, { maxItems: 100, description: 'Empty or absent: every type' })
+const Url = Type.String({ minLength: 1, maxLength: 2048, description: 'Absolute http(s) URL' })
+const Description = Type.String({ maxLength: 1000 })
+
+export const WebhookParams = Type.Object({ id: Id })
+
+export const CreateWebhookBody = Type.Object({
+  url: Url,
+  event_types: Type.Optional(EventTypes),
+  description: Type.Optional(Description)
+}, { additionalProperties: false })
+
+export const UpdateWebhookBody = Type.Object({
+  url: Type.Optional(Url),
+  event_types: Type.Optional(EventTypes),
+  description: Type.Optional(Type.Union([Description, Type.Null()])),
+  enabled: Type.Optional(Type.Boolean())
+}, { additionalProperties: false, minProperties: 1 })
+
+export const Webhook = Type.Object({
+  id: Id,
+  url: Type.String(),
+  event_types: Type.Array(Type.String()),
+  description: Type.Union([Type.String(), Type.Null()]),
+  enabled: Type.Boolean(),
+  disabled_reason: Type.Union([Type.String(), Type.Null()]),
+  secret: Type.String({ description: 'Full only when created or rotated; masked otherwise' }),
+  created_at: timestamp,
+  updated_at: timestamp
+})
+
+export const WebhookList = Type.Object({ webhooks: Type.Array(Webhook) })
+
+export const DeliveriesQuery = Type.Object({
+  limit: Type.Integer({ minimum: 1, maximum: 100, default: 50 }),
+  cursor: Type.Optional(Type.String({ pattern: '^[0-9]{1,19}$', description: 'next_cursor of the previous page' })),
+  status: Type.Optional(Type.Enum(['succeeded', 'failed']))
+}, { additionalProperties: false })
+
+export const DeliveryAttempt = Type.Object({
+  event_id: Id,
+  attempt: Type.Integer(),
+  status: Type.Enum(['succeeded', 'failed']),
+  response_status: Type.Union([Type.Integer(), Type.Null()]),
+  error: Type.Union([Type.String(), Type.Null()]),
+  duration_ms: Type.Integer(),
+  attempted_at: timestamp,
+  next_attempt_at: Type.Union([timestamp, Type.Null()], { description: 'When the next attempt is due; null when none follows' })
+})
+
+export const DeliveryPage = Type.Object({
+  deliveries: Type.Array(DeliveryAttempt),
+  next_cursor: Type.Union([Type.String(), Type.Null()])
+})
+
+export const RedeliverBody = Type.Object({
+  webhook_id: Type.Optional(Id)
+}, { additionalProperties: false })
+
+export const RedeliverResult = Type.Object({ queued: Type.Integer({ description: 'Deliveries queued' }) })
+
+export const TestResult = Type.Object({
+  success: Type.Boolean(),
+  response_status: Type.Union([Type.Integer(), Type.Null()]),
+  error: Type.Union([Type.String(), Type.Null()]),
+  duration_ms: Type.Integer()
+})

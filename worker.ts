@@ -1,0 +1,39 @@
+import closeWithGrace from 'close-with-grace'
+import pg from 'pg'
+import pino from 'pino'
+import { runMigrations } from './db/migrate.js'
+import { createDeliveryWorker } from './lib/webhooks/delivery-worker.js'
+import { loadConfig } from './plugins/config.js'
+
+/**
+ * `npm run worker` / `node dist/worker.js`: the webhook delivery loop as its own process, for running the API
+ * with WEBHOOK_WORKER=off or adding delivery capacity. Needs DATABASE_URL (the API's database).
+ */
+async function main (): Promise<void> {
+  const log = pino({ name: 'triggers-worker' })
+  const config = loadConfig()
+  log.level = config.LOG_LEVEL
+  if (config.DATABASE_URL === undefined) {
+    throw new Error('DATABASE_URL is required for a separate worker (for the embedded default: postgres://postgres:postgres@127.0.0.1:54329/triggers)')
+  }
+  await runMigrations(config.DATABASE_URL, log)
+  const pool = new pg.Pool({ connectionString: config.DATABASE_URL, max: config.DATABASE_POOL_MAX, application_name: 'triggers-worker' })
+  pool.on('error', (error) => log.warn({ err: error }, 'idle database client failed'))
+  const worker = createDeliveryWorker(config, pool, config.DATABASE_URL, {
+    info: (message) => log.info(message),
+    warn: (details, message) => log.warn(details, message)
+  })
+  closeWithGrace({ delay: config.WEBHOOK_TIMEOUT_MS + 5000 }, async ({ signal, err }) => {
+    if (err) log.error({ err }, 'closing after an unexpected error')
+    else log.info({ signal }, 'worker shutting down')
+    await worker.stop()
+    await pool.end()
+  })
+  await worker.start()
+  log.info('webhook worker running')
+}
+
+main().catch((error: unknown) => {
+  pino({ name: 'triggers-worker' }).fatal(error instanceof Error ? error.message : String(error))
+  process.exit(1)
+})
