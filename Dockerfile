@@ -5,7 +5,7 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts
 COPY tsconfig.json tsconfig.build.json ./
-COPY app.ts server.ts ./
+COPY app.ts server.ts worker.ts ./
 COPY plugins plugins
 COPY routes routes
 COPY schemas schemas

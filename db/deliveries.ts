@@ -99,11 +99,11 @@ export async function recordAttempt (db: Queryable, record: AttemptRecord): Prom
                               THEN format('disabled after %s consecutive failed deliveries', $3) ELSE disabled_reason END
      WHERE id = $1`,
     [record.webhookId, record.succeeded, record.disableAfterFailures])
+  // Only each endpoint's latest delivery counts, so a successful redelivery supersedes an exhausted one.
   await db.query(
-    `UPDATE events SET status = CASE
-       WHEN EXISTS (SELECT 1 FROM deliveries WHERE event_id = $1 AND status = 'failed') THEN 'failed'
-       WHEN EXISTS (SELECT 1 FROM deliveries WHERE event_id = $1 AND status = 'pending') THEN 'pending'
-       ELSE 'delivered' END
+    `UPDATE events SET status = (
+       SELECT CASE WHEN bool_or(status = 'failed') THEN 'failed' WHEN bool_or(status = 'pending') THEN 'pending' ELSE 'delivered' END
+       FROM (SELECT DISTINCT ON (webhook_id) status FROM deliveries WHERE event_id = $1 ORDER BY webhook_id, created_at DESC) AS latest)
      WHERE id = $1 AND status IN ('pending', 'delivered', 'failed')`,
     [record.eventId])
 }
