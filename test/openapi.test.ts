@@ -7,7 +7,10 @@ const ROUTES: Array<[string, string]> = [
   ['post', '/api/events'], ['post', '/api/events/batch'], ['get', '/api/events/{id}'],
   ['get', '/api/inbox'], ['post', '/api/events/{id}/ack'], ['post', '/api/ack/{id}'], ['post', '/api/ack'],
   ['post', '/api/inbox/lease'], ['post', '/api/inbox/ack'], ['post', '/api/inbox/release'], ['post', '/api/inbox/extend'],
-  ['get', '/api/inbox/stream'], ['post', '/api/inbox/quarantine/{id}/requeue']
+  ['get', '/api/inbox/stream'], ['post', '/api/inbox/quarantine/{id}/requeue'],
+  ['post', '/api/webhooks'], ['get', '/api/webhooks'], ['get', '/api/webhooks/{id}'], ['patch', '/api/webhooks/{id}'],
+  ['post', '/api/webhooks/{id}/rotate-secret'], ['get', '/api/webhooks/{id}/deliveries'], ['post', '/api/webhooks/{id}/test'],
+  ['post', '/api/events/{id}/redeliver']
 ]
 
 interface Operation {
