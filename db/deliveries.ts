@@ -97,7 +97,8 @@ export async function recordAttempt (db: Queryable, record: AttemptRecord): Prom
        enabled = enabled AND ($2 OR $3 = 0 OR consecutive_failures + 1 < $3),
        disabled_reason = CASE WHEN enabled AND NOT $2 AND $3 > 0 AND consecutive_failures + 1 >= $3
                               THEN format('disabled after %s consecutive failed deliveries', $3) ELSE disabled_reason END
-     WHERE id = $1`,
+     -- A success with no failure streak changes nothing: skip it, so busy endpoints' rows are not a lock hot spot.
+     WHERE id = $1 AND (NOT $2 OR consecutive_failures > 0)`,
     [record.webhookId, record.succeeded, record.disableAfterFailures])
   // Only each endpoint's latest delivery counts, so a successful redelivery supersedes an exhausted one.
   await db.query(

@@ -8,15 +8,19 @@ export interface NewEvent {
   source: string | null
 }
 
-export interface EventRow {
+/** What every read of an event returns; the row types below add what their query adds. */
+export interface EventFields {
   id: string
   seq: string
   type: string
   payload: Record<string, unknown>
   dedup_id: string | null
   source: string | null
-  status: 'pending' | 'acknowledged' | 'quarantined' | 'delivered' | 'failed'
   created_at: Date
+}
+
+export interface EventRow extends EventFields {
+  status: 'pending' | 'acknowledged' | 'quarantined' | 'delivered' | 'failed'
   acknowledged_at: Date | null
 }
 
@@ -115,14 +119,7 @@ export async function acknowledgeEvents (db: Queryable, organizationId: string, 
   return rows
 }
 
-export interface LeasedEventRow {
-  id: string
-  seq: string
-  type: string
-  payload: Record<string, unknown>
-  dedup_id: string | null
-  source: string | null
-  created_at: Date
+export interface LeasedEventRow extends EventFields {
   lease_count: number
 }
 

@@ -71,9 +71,3 @@ export async function rotateWebhookSecret (db: Queryable, organizationId: string
     [organizationId, id, secret, overlapSeconds])
   return rows[0]
 }
-
-/** The secrets that sign right now: the current one, and the previous one during its overlap. */
-export function activeSecrets (webhook: Pick<WebhookRow, 'secret' | 'previous_secret' | 'previous_secret_until'>, now = new Date()): string[] {
-  const previousActive = webhook.previous_secret !== null && webhook.previous_secret_until !== null && webhook.previous_secret_until > now
-  return previousActive && webhook.previous_secret !== null ? [webhook.secret, webhook.previous_secret] : [webhook.secret]
-}

@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto'
-import { findEventsByDedupIds, insertEvents, type EventRow, type NewEvent, type StoredEventRef } from '../db/events.js'
+import {
+  findEventsByDedupIds, insertEvents, type EventFields, type EventRow, type LeasedEventRow, type NewEvent, type StoredEventRef
+} from '../db/events.js'
 import type { Queryable } from '../db/queryable.js'
 import type { DedupCache } from '../plugins/dedup.js'
 import type { Event, EventInput } from '../schemas/events.js'
@@ -54,17 +56,23 @@ function newEvent (input: EventInput): NewEvent {
   }
 }
 
-export function toEventBody (row: EventRow): Event {
+function commonEventBody (row: EventFields) {
   return {
     event_id: row.id,
     type: row.type,
     payload: row.payload,
     dedup_id: row.dedup_id,
     source: row.source,
-    status: row.status,
-    created_at: row.created_at.toISOString(),
-    acknowledged_at: row.acknowledged_at?.toISOString() ?? null
+    created_at: row.created_at.toISOString()
   }
+}
+
+export function toEventBody (row: EventRow): Event {
+  return { ...commonEventBody(row), status: row.status, acknowledged_at: row.acknowledged_at?.toISOString() ?? null }
+}
+
+export function toLeasedEventBody (row: LeasedEventRow) {
+  return { ...commonEventBody(row), lease_count: row.lease_count }
 }
 
 const storable = (text: string) => text.isWellFormed() && !text.includes('\u0000')
@@ -77,4 +85,9 @@ export function isStorableJson (value: unknown): boolean {
     return Object.entries(value).every(([key, item]) => storable(key) && isStorableJson(item))
   }
   return true
+}
+
+/** Ids as PostgreSQL returns them (lower case), each once, so answers can be matched against requests. */
+export function normalizeIds (ids: string[]): string[] {
+  return [...new Set(ids.map((id) => id.toLowerCase()))]
 }

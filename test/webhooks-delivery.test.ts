@@ -15,7 +15,8 @@ const WORKER_SETTINGS = {
   WEBHOOK_TIMEOUT_MS: '500',
   WEBHOOK_POLL_INTERVAL_MS: '200',
   WEBHOOK_DISABLE_AFTER_FAILURES: '2',
-  WEBHOOK_CLAIM_SECONDS: '1'
+  // Long enough that a loaded CI machine never lets a claim lapse mid-send (which would allow a second send).
+  WEBHOOK_CLAIM_SECONDS: '30'
 }
 
 const workerApp = (t: Parameters<typeof buildTestApp>[0], extra: Record<string, string> = {}) => buildTestApp(t, { ...WORKER_SETTINGS, ...extra })
@@ -176,7 +177,8 @@ t.test('deliveries claimed by a worker killed with SIGKILL are completed by anot
   receiver.respond = () => {}
   await createWebhook(t, app, organization, { url: receiver.url })
   const child = spawn(process.execPath, [...process.execArgv, path.resolve('worker.ts')], {
-    env: { ...process.env, ...WORKER_SETTINGS, WEBHOOK_TIMEOUT_MS: '3000', LOG_LEVEL: 'warn' },
+    // Short claims so the killed worker's deliveries come back soon (timeout + 5 s).
+    env: { ...process.env, ...WORKER_SETTINGS, WEBHOOK_TIMEOUT_MS: '3000', WEBHOOK_CLAIM_SECONDS: '1', LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'inherit', 'inherit']
   })
   const eventIds: string[] = []

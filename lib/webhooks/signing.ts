@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { Webhook } from 'standardwebhooks'
+import type { WebhookRow } from '../../db/webhooks.js'
 
 /** `whsec_` + base64 of 24 random bytes, the Standard Webhooks secret format. */
 export function createWebhookSecret (): string {
@@ -32,4 +33,10 @@ export function signWebhook (eventId: string, type: string, data: unknown, secre
       'webhook-signature': signatures.join(' ')
     }
   }
+}
+
+/** The secrets that sign right now: the current one, and the previous one during its overlap. */
+export function activeSecrets (webhook: Pick<WebhookRow, 'secret' | 'previous_secret' | 'previous_secret_until'>, now = new Date()): string[] {
+  const previousActive = webhook.previous_secret !== null && webhook.previous_secret_until !== null && webhook.previous_secret_until > now
+  return previousActive && webhook.previous_secret !== null ? [webhook.secret, webhook.previous_secret] : [webhook.secret]
 }

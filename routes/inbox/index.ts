@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
 import { acknowledgeEvents, listEvents, quarantineExhausted } from '../../db/events.js'
 import { apiError } from '../../lib/api-error.js'
-import { toEventBody } from '../../lib/events.js'
+import { normalizeIds, toEventBody } from '../../lib/events.js'
 import { organizationOf } from '../../plugins/auth.js'
 import { errorResponses } from '../../schemas/errors.js'
 import { Acknowledged, BulkAckBody, BulkAckResult, EventParams, InboxPage, InboxQuery } from '../../schemas/events.js'
@@ -73,7 +73,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 200: BulkAckResult, ...errorResponses(400, 401) }
     }
   }, async (request) => {
-    const ids = [...new Set(request.body.event_ids.map((id) => id.toLowerCase()))]
+    const ids = normalizeIds(request.body.event_ids)
     const rows = await acknowledgeEvents(fastify.pg, organizationOf(request).id, ids)
     const acknowledged = new Set(rows.map((row) => row.id))
     return {

@@ -1,29 +1,16 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { randomUUID } from 'node:crypto'
 import {
-  acknowledgeLeased, extendLease, leaseEvents, notifyEventsAvailable, quarantineExhausted, releaseLeased, requeueQuarantined,
-  type LeasedEventRow
+  acknowledgeLeased, extendLease, leaseEvents, notifyEventsAvailable, quarantineExhausted, releaseLeased, requeueQuarantined
 } from '../../db/events.js'
 import { apiError } from '../../lib/api-error.js'
-import { toEventBody } from '../../lib/events.js'
+import { normalizeIds, toEventBody, toLeasedEventBody } from '../../lib/events.js'
 import { organizationOf } from '../../plugins/auth.js'
 import { errorResponses } from '../../schemas/errors.js'
 import { Event, EventParams } from '../../schemas/events.js'
 import { ExtendBody, ExtendResult, Lease, LeaseAckResult, LeaseBody, LeaseEventsBody, ReleaseResult } from '../../schemas/leases.js'
 
-function toLeasedEvent (row: LeasedEventRow) {
-  return {
-    event_id: row.id,
-    type: row.type,
-    payload: row.payload,
-    dedup_id: row.dedup_id,
-    source: row.source,
-    created_at: row.created_at.toISOString(),
-    lease_count: row.lease_count
-  }
-}
-
-const normalizeIds = (ids: string[] | undefined) => ids === undefined ? null : [...new Set(ids.map((id) => id.toLowerCase()))]
+const requestedIds = (ids: string[] | undefined) => ids === undefined ? null : normalizeIds(ids)
 
 /**
  * Leasing (visibility timeouts) for concurrent consumers, written here because it is our domain: claims use
@@ -62,7 +49,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
             return {
               lease_id: events.length > 0 ? leaseRequest.leaseId : null,
               leased_until: leasedUntil?.toISOString() ?? null,
-              events: events.map(toLeasedEvent)
+              events: events.map(toLeasedEventBody)
             }
           }
           await arrival
@@ -84,7 +71,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 200: LeaseAckResult, ...errorResponses(400, 401) }
     }
   }, async (request) => {
-    const requested = normalizeIds(request.body.event_ids)
+    const requested = requestedIds(request.body.event_ids)
     const acknowledged = await acknowledgeLeased(fastify.pg, organizationOf(request).id, request.body.lease_id, requested)
     const done = new Set(acknowledged)
     return { acknowledged, not_found: (requested ?? []).filter((id) => !done.has(id)) }
@@ -99,7 +86,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     }
   }, async (request) => {
     const organization = organizationOf(request)
-    const released = await releaseLeased(fastify.pg, organization.id, request.body.lease_id, normalizeIds(request.body.event_ids), maxLeases)
+    const released = await releaseLeased(fastify.pg, organization.id, request.body.lease_id, requestedIds(request.body.event_ids), maxLeases)
     const available = released.filter((row) => row.status === 'pending').length
     if (available > 0) await notifyEventsAvailable(fastify.pg, organization.id, available)
     return { released: released.map((row) => row.id) }

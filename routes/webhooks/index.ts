@@ -4,11 +4,11 @@ import { Type } from 'typebox'
 import { listAttempts, redeliverEvent, type AttemptRow } from '../../db/deliveries.js'
 import { findEvent } from '../../db/events.js'
 import {
-  activeSecrets, deleteWebhook, findWebhook, insertWebhook, listWebhooks, rotateWebhookSecret, updateWebhook, type WebhookRow
+  deleteWebhook, findWebhook, insertWebhook, listWebhooks, rotateWebhookSecret, updateWebhook, type WebhookRow
 } from '../../db/webhooks.js'
 import { apiError } from '../../lib/api-error.js'
 import { sendWebhook } from '../../lib/webhooks/send.js'
-import { createWebhookSecret, maskSecret, signWebhook } from '../../lib/webhooks/signing.js'
+import { activeSecrets, createWebhookSecret, maskSecret, signWebhook } from '../../lib/webhooks/signing.js'
 import { refuseWebhookUrl } from '../../lib/webhooks/url-guard.js'
 import { organizationOf } from '../../plugins/auth.js'
 import { errorResponses } from '../../schemas/errors.js'
