@@ -5,9 +5,11 @@ import { randomUUID } from 'node:crypto'
 import configPlugin, { type Config } from './plugins/config.js'
 import errorsPlugin from './plugins/errors.js'
 import dbPlugin from './plugins/db.js'
+import notificationsPlugin from './plugins/notifications.js'
 import authPlugin from './plugins/auth.js'
 import rateLimitPlugin from './plugins/rate-limit.js'
 import dedupPlugin from './plugins/dedup.js'
+import groupCommitPlugin from './plugins/group-commit.js'
 import docsPlugin from './plugins/docs.js'
 import healthRoutes from './routes/health/index.js'
 import statsRoutes from './routes/stats/index.js'
@@ -47,8 +49,8 @@ const REDACTED_HEADERS = ['authorization', 'x-api-key', 'x-admin-token'].map((na
 
 /**
  * Builds the whole service. Plugins are registered explicitly (not autoloaded) so the order that matters
- * is visible here: config, errors, db, auth (resolves keys), rate limit (needs the organization), dedup,
- * docs (must see every route), then routes.
+ * is visible here: config, errors, db, notifications (the LISTEN connection), auth (resolves keys), rate limit
+ * (needs the organization), dedup, group commit, docs (must see every route), then routes.
  */
 export async function buildApp ({ config, databaseUrl }: AppOptions): Promise<FastifyInstance> {
   const app = Fastify({
@@ -81,10 +83,12 @@ export async function buildApp ({ config, databaseUrl }: AppOptions): Promise<Fa
     poolMax: config.DATABASE_POOL_MAX,
     connectTimeoutMs: config.DATABASE_CONNECT_TIMEOUT_MS
   })
+  await app.register(notificationsPlugin, { databaseUrl })
   await app.register(authPlugin)
   await app.register(rateLimitPlugin)
   await app.register(dedupPlugin)
-  await app.register(eventSignalsPlugin, { databaseUrl })
+  await app.register(groupCommitPlugin)
+  await app.register(eventSignalsPlugin)
   await app.register(webhookWorkerPlugin, { databaseUrl })
   await app.register(docsPlugin)
 

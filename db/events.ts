@@ -2,6 +2,7 @@ import type { Queryable } from './queryable.js'
 
 export interface NewEvent {
   id: string
+  organization_id: string
   type: string
   payload: Record<string, unknown>
   dedup_id: string | null
@@ -42,28 +43,30 @@ export interface InboxFilter {
 const COLUMNS = 'id, seq, type, payload, dedup_id, source, status, created_at, acknowledged_at'
 
 /**
- * Inserts many events in one statement. Rows whose dedup_id already exists for the organization (or
- * repeats earlier in the same call) are skipped; only inserted rows are returned. The same statement writes
- * a delivery (outbox row) for each matching enabled webhook, so no accepted event can miss its webhooks.
+ * Inserts many events, of any organizations, in one statement. Rows whose dedup_id already exists for their
+ * organization (or repeats earlier in the same call) are skipped; only inserted rows are returned. The same
+ * statement writes a delivery (outbox row) for each matching enabled webhook, so no accepted event can miss
+ * its webhooks.
  */
-export async function insertEvents (db: Queryable, organizationId: string, events: NewEvent[]): Promise<StoredEventRef[]> {
+export async function insertEvents (db: Queryable, events: NewEvent[]): Promise<StoredEventRef[]> {
   const { rows } = await db.query<StoredEventRef>({
     name: 'insert-events',
     text: `WITH inserted AS (
              INSERT INTO events (id, organization_id, type, payload, dedup_id, source)
-             SELECT e.id, $1, e.type, e.payload, e.dedup_id, e.source
-             FROM unnest($2::uuid[], $3::text[], $4::jsonb[], $5::text[], $6::text[]) AS e (id, type, payload, dedup_id, source)
+             SELECT e.id, e.organization_id, e.type, e.payload, e.dedup_id, e.source
+             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[], $6::text[])
+               AS e (id, organization_id, type, payload, dedup_id, source)
              ON CONFLICT (organization_id, dedup_id) DO NOTHING
-             RETURNING id, dedup_id, type, created_at
+             RETURNING id, organization_id, dedup_id, type, created_at
            ), outbox AS (
              INSERT INTO deliveries (event_id, webhook_id)
              SELECT inserted.id, w.id FROM inserted
-             JOIN webhooks w ON w.organization_id = $1 AND w.enabled AND webhook_matches(w.event_types, inserted.type)
+             JOIN webhooks w ON w.organization_id = inserted.organization_id AND w.enabled AND webhook_matches(w.event_types, inserted.type)
            )
            SELECT id, dedup_id, type, created_at FROM inserted`,
     values: [
-      organizationId,
       events.map((event) => event.id),
+      events.map((event) => event.organization_id),
       events.map((event) => event.type),
       events.map((event) => JSON.stringify(event.payload)),
       events.map((event) => event.dedup_id),
@@ -73,11 +76,19 @@ export async function insertEvents (db: Queryable, organizationId: string, event
   return rows
 }
 
-export async function findEventsByDedupIds (db: Queryable, organizationId: string, dedupIds: string[]): Promise<StoredEventRef[]> {
-  const { rows } = await db.query<StoredEventRef>({
-    name: 'events-by-dedup-ids',
-    text: 'SELECT id, dedup_id, type, created_at FROM events WHERE organization_id = $1 AND dedup_id = ANY($2::text[])',
-    values: [organizationId, dedupIds]
+export interface DedupKey {
+  organization_id: string
+  dedup_id: string
+}
+
+/** The stored events for (organization, dedup_id) pairs, e.g. the originals of skipped duplicates. */
+export async function findEventsByDedupKeys (db: Queryable, keys: DedupKey[]): Promise<Array<StoredEventRef & { organization_id: string }>> {
+  const { rows } = await db.query<StoredEventRef & { organization_id: string }>({
+    name: 'events-by-dedup-keys',
+    text: `SELECT e.id, e.organization_id, e.dedup_id, e.type, e.created_at
+           FROM unnest($1::uuid[], $2::text[]) AS k (organization_id, dedup_id)
+           JOIN events e ON e.organization_id = k.organization_id AND e.dedup_id = k.dedup_id`,
+    values: [keys.map((key) => key.organization_id), keys.map((key) => key.dedup_id)]
   })
   return rows
 }

@@ -1,24 +1,18 @@
 import { randomUUID } from 'node:crypto'
-import {
-  findEventsByDedupIds, insertEvents, type EventFields, type EventRow, type LeasedEventRow, type NewEvent, type StoredEventRef
-} from '../db/events.js'
-import type { Queryable } from '../db/queryable.js'
+import type { EventFields, EventRow, LeasedEventRow, NewEvent } from '../db/events.js'
+import type { GroupCommit, IngestOutcome } from './group-commit.js'
 import type { DedupCache } from '../plugins/dedup.js'
 import type { Event, EventInput } from '../schemas/events.js'
 
-export interface IngestOutcome {
-  status: 'accepted' | 'duplicate'
-  event: StoredEventRef
-}
-
 /**
- * Stores events for one organization and says, for each input in order, whether it was new or a
- * duplicate of an earlier dedup_id (with the original event). Everything new is written by one INSERT.
+ * Stores events for one organization and says, for each input in order, whether it was new or a duplicate
+ * of an earlier dedup_id (with the original event). Known dedup_ids are answered from the cache; the rest
+ * go to the group commit together.
  */
-export async function ingestEvents (db: Queryable, dedup: DedupCache, organizationId: string, inputs: EventInput[]): Promise<IngestOutcome[]> {
+export async function ingestEvents (groupCommit: GroupCommit, dedup: DedupCache, organizationId: string, inputs: EventInput[]): Promise<IngestOutcome[]> {
   const cached = inputs.map((input) => input.dedup_id === undefined ? undefined : dedup.lookup(organizationId, input.dedup_id))
-  const fresh = inputs.flatMap((input, index) => cached[index] ? [] : [{ index, event: newEvent(input) }])
-  const stored = fresh.length === 0 ? [] : await storeEvents(db, organizationId, fresh.map(({ event }) => event))
+  const fresh = inputs.flatMap((input, index) => cached[index] ? [] : [{ index, event: newEvent(organizationId, input) }])
+  const stored = await groupCommit.write(fresh.map(({ event }) => event))
   const storedByIndex = new Map(fresh.map(({ index }, position) => [index, stored[position]]))
   return inputs.map((_, index) => {
     const hit = cached[index]
@@ -29,26 +23,10 @@ export async function ingestEvents (db: Queryable, dedup: DedupCache, organizati
   })
 }
 
-/** Inserts the events; those skipped for an existing dedup_id are resolved to their originals. Same order. */
-async function storeEvents (db: Queryable, organizationId: string, events: NewEvent[]): Promise<IngestOutcome[]> {
-  const inserted = new Map((await insertEvents(db, organizationId, events)).map((row) => [row.id, row]))
-  const conflicting = events.flatMap((event) => inserted.has(event.id) || event.dedup_id === null ? [] : [event.dedup_id])
-  const originals = conflicting.length === 0
-    ? new Map<string | null, StoredEventRef>()
-    : new Map((await findEventsByDedupIds(db, organizationId, conflicting)).map((row) => [row.dedup_id, row]))
-  return events.map((event) => {
-    const stored = inserted.get(event.id)
-    if (stored) return { status: 'accepted', event: stored }
-    const original = originals.get(event.dedup_id)
-    // Unreachable unless the unique constraint is gone: a skipped row always has an original.
-    if (!original) throw new Error(`event ${event.id} was neither inserted nor a duplicate`)
-    return { status: 'duplicate', event: original }
-  })
-}
-
-function newEvent (input: EventInput): NewEvent {
+function newEvent (organizationId: string, input: EventInput): NewEvent {
   return {
     id: randomUUID(),
+    organization_id: organizationId,
     type: input.type,
     payload: input.payload,
     dedup_id: input.dedup_id ?? null,

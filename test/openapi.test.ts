@@ -2,7 +2,7 @@ import t from 'tap'
 import { buildTestApp } from './helpers.js'
 
 const ROUTES: Array<[string, string]> = [
-  ['get', '/health'], ['get', '/health/ready'], ['get', '/stats/cache'],
+  ['get', '/health'], ['get', '/health/ready'], ['get', '/stats/cache'], ['get', '/stats/ingest'],
   ['post', '/api/keys/generate'], ['get', '/api/keys'], ['post', '/api/keys/rotate'],
   ['post', '/api/events'], ['post', '/api/events/batch'], ['get', '/api/events/{id}'],
   ['get', '/api/inbox'], ['post', '/api/events/{id}/ack'], ['post', '/api/ack/{id}'], ['post', '/api/ack'],

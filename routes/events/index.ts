@@ -39,7 +39,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       throw apiError('badRequest', 'dedup_id_mismatch', 'Idempotency-Key header and body dedup_id differ; send one or make them equal')
     }
     // Unstorable text (\u0000, lone surrogates) is left for PostgreSQL to refuse (mapped to 400), sparing a scan.
-    const [outcome] = await ingestEvents(fastify.pg, fastify.dedup, organization.id, [{ ...request.body, dedup_id: bodyKey ?? headerKey }])
+    const [outcome] = await ingestEvents(fastify.groupCommit, fastify.dedup, organization.id, [{ ...request.body, dedup_id: bodyKey ?? headerKey }])
     if (!outcome) throw new Error('ingest returned no outcome')
     const { event } = outcome
     const body = { event_id: event.id, status: outcome.status, type: event.type, created_at: event.created_at.toISOString() }
@@ -63,7 +63,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       if ('input' in checked) valid.push({ index, input: checked.input })
       else results[index] = { index, status: 'rejected', error: checked.error }
     })
-    const outcomes = await ingestEvents(fastify.pg, fastify.dedup, organization.id, valid.map(({ input }) => input))
+    const outcomes = await ingestEvents(fastify.groupCommit, fastify.dedup, organization.id, valid.map(({ input }) => input))
     outcomes.forEach((outcome, position) => {
       const index = valid[position]?.index ?? position
       results[index] = { index, status: outcome.status, event_id: outcome.event.id }

@@ -35,6 +35,8 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     const organization = organizationOf(request)
     const apiKey = createApiKey()
     await replaceKey(fastify.pg, organization.id, apiKey.hash, apiKey.prefix)
+    // Other instances drop the old key when migration 004's NOTIFY reaches them; this one must not wait for it.
+    fastify.forgetOrganization(organization.id)
     return { api_key: apiKey.key, key_prefix: apiKey.prefix }
   })
 }

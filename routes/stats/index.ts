@@ -16,6 +16,21 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       }
     }
   }, async () => fastify.dedup.stats())
+
+  fastify.get('/stats/ingest', {
+    schema: {
+      tags: ['health'],
+      summary: 'Group commit statistics of this process: shared INSERTs, the events they held, the largest',
+      response: {
+        200: Type.Object({
+          groups: Type.Integer({ description: 'shared INSERT statements written' }),
+          events: Type.Integer({ description: 'events they carried' }),
+          largest_group: Type.Integer(),
+          isolated_failures: Type.Integer({ description: 'writes that failed when retried alone after their group failed' })
+        })
+      }
+    }
+  }, async () => fastify.groupCommit.stats())
 }
 
 export default routes
