@@ -49,13 +49,14 @@ const COLUMNS = 'id, seq, type, payload, dedup_id, source, status, created_at, a
  * its webhooks.
  */
 export async function insertEvents (db: Queryable, events: NewEvent[]): Promise<StoredEventRef[]> {
+  // One JSON document for all rows: serialized natively by V8 and parsed once by PostgreSQL, far cheaper on
+  // both sides than six array parameters (pg escapes every array element in JavaScript).
   const { rows } = await db.query<StoredEventRef>({
     name: 'insert-events',
     text: `WITH inserted AS (
              INSERT INTO events (id, organization_id, type, payload, dedup_id, source)
              SELECT e.id, e.organization_id, e.type, e.payload, e.dedup_id, e.source
-             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[], $6::text[])
-               AS e (id, organization_id, type, payload, dedup_id, source)
+             FROM jsonb_to_recordset($1::jsonb) AS e (id uuid, organization_id uuid, type text, payload jsonb, dedup_id text, source text)
              ON CONFLICT (organization_id, dedup_id) DO NOTHING
              RETURNING id, organization_id, dedup_id, type, created_at
            ), outbox AS (
@@ -64,14 +65,7 @@ export async function insertEvents (db: Queryable, events: NewEvent[]): Promise<
              JOIN webhooks w ON w.organization_id = inserted.organization_id AND w.enabled AND webhook_matches(w.event_types, inserted.type)
            )
            SELECT id, dedup_id, type, created_at FROM inserted`,
-    values: [
-      events.map((event) => event.id),
-      events.map((event) => event.organization_id),
-      events.map((event) => event.type),
-      events.map((event) => JSON.stringify(event.payload)),
-      events.map((event) => event.dedup_id),
-      events.map((event) => event.source)
-    ]
+    values: [JSON.stringify(events)]
   })
   return rows
 }
@@ -227,10 +221,14 @@ export async function requeueQuarantined (db: Queryable, organizationId: string,
   return rows[0]
 }
 
-/** The NOTIFY channel of migration 002's insert trigger; payloads are "<organization_id>:<count>". */
+/** The NOTIFY channel of new or newly available events; payloads are "<organization_id>:<count>". */
 export const EVENTS_CHANNEL = 'triggers_events'
 
-/** Wakes long polls and streams for events that became available again (release, requeue). */
-export async function notifyEventsAvailable (db: Queryable, organizationId: string, count: number): Promise<void> {
-  await db.query('SELECT pg_notify($1, $2)', [EVENTS_CHANNEL, `${organizationId}:${count}`])
+/** Wakes long polls and streams, on every instance, for events that arrived or became available again. */
+export async function notifyEventsAvailable (db: Queryable, counts: Array<[organizationId: string, count: number]>): Promise<void> {
+  await db.query({
+    name: 'notify-events-available',
+    text: 'SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload',
+    values: [EVENTS_CHANNEL, counts.map(([organizationId, count]) => `${organizationId}:${count}`)]
+  })
 }

@@ -13,6 +13,8 @@ export interface GroupCommitOptions {
   maxEvents: number
   /** Groups being written at once; later writes queue up and form the next, larger group. */
   maxConcurrentGroups: number
+  /** Called after each commit with the events it inserted (not the duplicates). */
+  onCommitted?: (inserted: NewEvent[]) => void
 }
 
 export interface GroupCommitStats {
@@ -52,9 +54,10 @@ const dedupKey = (organizationId: string, dedupId: string) => `${organizationId}
  * back to each write: inserted rows are accepted, rows skipped by ON CONFLICT are resolved to their originals
  * (also when the original came earlier in the same group).
  */
-async function storeGroup (db: Queryable, writes: PendingWrite[]): Promise<IngestOutcome[][]> {
+async function storeGroup (db: Queryable, writes: PendingWrite[], onCommitted?: (inserted: NewEvent[]) => void): Promise<IngestOutcome[][]> {
   const events = writes.flatMap((write) => write.events)
   const inserted = new Map((await insertEvents(db, events)).map((row) => [row.id, row]))
+  if (inserted.size > 0) onCommitted?.(events.filter((event) => inserted.has(event.id)))
   const skipped = events.flatMap((event) =>
     inserted.has(event.id) || event.dedup_id === null ? [] : [{ organization_id: event.organization_id, dedup_id: event.dedup_id }])
   const originals = new Map(skipped.length === 0
@@ -100,7 +103,7 @@ export function createGroupCommit (db: Queryable, options: GroupCommitOptions): 
 
   const writeAlone = async (write: PendingWrite) => {
     try {
-      const [outcomes = []] = await storeGroup(db, [write])
+      const [outcomes = []] = await storeGroup(db, [write], options.onCommitted)
       write.resolve(outcomes)
     } catch (error) {
       totals.isolated_failures++
@@ -110,7 +113,7 @@ export function createGroupCommit (db: Queryable, options: GroupCommitOptions): 
 
   const writeGroup = async (group: PendingWrite[]) => {
     try {
-      const outcomes = await storeGroup(db, group)
+      const outcomes = await storeGroup(db, group, options.onCommitted)
       group.forEach((write, index) => write.resolve(outcomes[index] ?? []))
     } catch (error) {
       // The statement failed as a whole; one bad write must not fail the others, so each is retried alone.

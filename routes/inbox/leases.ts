@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { randomUUID } from 'node:crypto'
 import {
-  acknowledgeLeased, extendLease, leaseEvents, notifyEventsAvailable, quarantineExhausted, releaseLeased, requeueQuarantined
+  acknowledgeLeased, extendLease, leaseEvents, quarantineExhausted, releaseLeased, requeueQuarantined
 } from '../../db/events.js'
 import { apiError } from '../../lib/api-error.js'
 import { normalizeIds, toEventBody, toLeasedEventBody } from '../../lib/events.js'
@@ -88,7 +88,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     const organization = organizationOf(request)
     const released = await releaseLeased(fastify.pg, organization.id, request.body.lease_id, requestedIds(request.body.event_ids), maxLeases)
     const available = released.filter((row) => row.status === 'pending').length
-    if (available > 0) await notifyEventsAvailable(fastify.pg, organization.id, available)
+    if (available > 0) fastify.eventSignals.announce(organization.id, available)
     return { released: released.map((row) => row.id) }
   })
 
@@ -117,7 +117,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     const organization = organizationOf(request)
     const row = await requeueQuarantined(fastify.pg, organization.id, request.params.id)
     if (!row) throw apiError('notFound', 'not_found', `No quarantined event ${request.params.id}`)
-    await notifyEventsAvailable(fastify.pg, organization.id, 1)
+    fastify.eventSignals.announce(organization.id, 1)
     return toEventBody(row)
   })
 }
