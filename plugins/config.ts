@@ -27,7 +27,7 @@ export const ConfigSchema = Type.Object({
   DEDUP_CACHE_SIZE: Type.Integer({ minimum: 1, default: 100000 }),
   INGEST_GROUP_WAIT_MS: Type.Integer({ minimum: 0, maximum: 100, default: 0, description: 'longest an event waits for others to share its commit (0 = those arriving together)' }),
   INGEST_GROUP_MAX_EVENTS: Type.Integer({ minimum: 1, maximum: 10000, default: 1000, description: 'events per shared INSERT' }),
-  INGEST_GROUP_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 100, default: 4, description: 'shared INSERTs in flight at once (each holds a pool client)' }),
+  INGEST_GROUP_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 100, default: 2, description: 'shared INSERTs in flight at once (each holds a pool client)' }),
   INBOX_MAX_LEASES: Type.Integer({ minimum: 1, maximum: 1000, default: 5, description: 'leases without ack before an event is quarantined' }),
   INBOX_STREAM_HEARTBEAT_SECONDS: Type.Integer({ minimum: 1, maximum: 300, default: 15 }),
   WEBHOOK_WORKER: Type.Enum(['on', 'off'], { default: 'on', description: 'run the delivery worker inside the API process' }),

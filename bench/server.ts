@@ -1,0 +1,97 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { readFile } from 'node:fs/promises'
+import { fileURLToPath } from 'node:url'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { freePort } from '../lib/free-port.js'
+
+const SERVER_SCRIPT = fileURLToPath(new URL('../server.js', import.meta.url))
+const HEALTH_TIMEOUT_MS = 30_000
+const STOP_TIMEOUT_MS = 15_000
+const RSS_SAMPLE_MS = 250
+
+export interface BenchServer {
+  baseUrl: string
+  /** Resident set size of the server process in MB, or undefined where /proc is not available. */
+  rssMb: () => Promise<number | undefined>
+  stop: () => Promise<void>
+}
+
+export interface ServerOptions {
+  databaseUrl: string
+  /** Settings for the server on top of the bench's own environment. */
+  env: Record<string, string>
+  /** When set, the server writes a V8 CPU profile into this folder when it exits. */
+  cpuProfileDir?: string
+}
+
+/**
+ * Starts the production build (dist/server.js) on a free port (PORT=0 would hide it from us; the tiny race
+ * is accepted) and waits for /health. Its log goes to /dev/null: serializing it still costs what it costs.
+ */
+export async function startServer (options: ServerOptions): Promise<BenchServer> {
+  const port = await freePort()
+  const baseUrl = `http://127.0.0.1:${port}`
+  const profiling = options.cpuProfileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfileDir}`]
+  const child = spawn(process.execPath, [...profiling, SERVER_SCRIPT], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env: { ...process.env, ...options.env, DATABASE_URL: options.databaseUrl, HOST: '127.0.0.1', PORT: String(port) }
+  })
+  try {
+    await waitForHealth(child, baseUrl)
+  } catch (error) {
+    await stopChild(child)
+    throw error
+  }
+  return { baseUrl, rssMb: () => readRssMb(child.pid), stop: () => stopChild(child) }
+}
+
+async function waitForHealth (child: ChildProcess, baseUrl: string): Promise<void> {
+  const deadline = Date.now() + HEALTH_TIMEOUT_MS
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`dist/server.js exited (code ${child.exitCode}, signal ${child.signalCode}) before answering /health`)
+    }
+    const status = await fetch(`${baseUrl}/health`, { signal: AbortSignal.timeout(1000) }).then((response) => response.status, () => 0)
+    if (status === 200) return
+    await sleep(200)
+  }
+  throw new Error(`dist/server.js did not answer GET ${baseUrl}/health with 200 within ${HEALTH_TIMEOUT_MS / 1000} s`)
+}
+
+/** SIGTERM lets server.ts close gracefully (and write its CPU profile); SIGKILL only if it hangs. */
+async function stopChild (child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  const exited = once(child, 'exit')
+  child.kill('SIGTERM')
+  const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS)
+  try {
+    await exited
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+async function readRssMb (pid: number | undefined): Promise<number | undefined> {
+  if (pid === undefined) return undefined
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '')
+  const kilobytes = /^VmRSS:\s+(\d+)\s+kB/m.exec(status)?.[1]
+  return kilobytes === undefined ? undefined : Number(kilobytes) / 1024
+}
+
+/** Samples the server's RSS while `work` runs; returns its result with the samples (MB, in order). */
+export async function sampleRss<T> (server: BenchServer, work: () => Promise<T>, intervalMs = RSS_SAMPLE_MS): Promise<{ result: T, rssSamples: number[] }> {
+  const rssSamples: number[] = []
+  const sample = async () => {
+    const rss = await server.rssMb()
+    if (rss !== undefined) rssSamples.push(rss)
+  }
+  await sample()
+  const timer = setInterval(() => { void sample() }, intervalMs)
+  try {
+    return { result: await work(), rssSamples }
+  } finally {
+    clearInterval(timer)
+    await sample()
+  }
+}
