@@ -46,12 +46,12 @@ const COLUMNS = 'id, seq, type, payload, dedup_id, source, status, created_at, a
  * Inserts many events, of any organizations, in one statement. Rows whose dedup_id already exists for their
  * organization (or repeats earlier in the same call) are skipped; only inserted rows are returned. The same
  * statement writes a delivery (outbox row) for each matching enabled webhook, so no accepted event can miss
- * its webhooks.
+ * its webhooks; their number is returned so the caller can wake the delivery workers.
  */
-export async function insertEvents (db: Queryable, events: NewEvent[]): Promise<StoredEventRef[]> {
+export async function insertEvents (db: Queryable, events: NewEvent[]): Promise<{ inserted: StoredEventRef[], outboxRows: number }> {
   // One JSON document for all rows: serialized natively by V8 and parsed once by PostgreSQL, far cheaper on
   // both sides than six array parameters (pg escapes every array element in JavaScript).
-  const { rows } = await db.query<StoredEventRef>({
+  const { rows } = await db.query<StoredEventRef & { outbox_rows: number }>({
     name: 'insert-events',
     text: `WITH inserted AS (
              INSERT INTO events (id, organization_id, type, payload, dedup_id, source)
@@ -63,11 +63,15 @@ export async function insertEvents (db: Queryable, events: NewEvent[]): Promise<
              INSERT INTO deliveries (event_id, webhook_id)
              SELECT inserted.id, w.id FROM inserted
              JOIN webhooks w ON w.organization_id = inserted.organization_id AND w.enabled AND webhook_matches(w.event_types, inserted.type)
+             RETURNING 1
            )
-           SELECT id, dedup_id, type, created_at FROM inserted`,
+           SELECT id, dedup_id, type, created_at, (SELECT count(*) FROM outbox)::int AS outbox_rows FROM inserted`,
     values: [JSON.stringify(events)]
   })
-  return rows
+  return {
+    inserted: rows.map(({ id, dedup_id: dedupId, type, created_at: createdAt }) => ({ id, dedup_id: dedupId, type, created_at: createdAt })),
+    outboxRows: rows[0]?.outbox_rows ?? 0
+  }
 }
 
 export interface DedupKey {

@@ -13,8 +13,8 @@ export interface GroupCommitOptions {
   maxEvents: number
   /** Groups being written at once; later writes queue up and form the next, larger group. */
   maxConcurrentGroups: number
-  /** Called after each commit with the events it inserted (not the duplicates). */
-  onCommitted?: (inserted: NewEvent[]) => void
+  /** Called after each commit with the events it inserted (not the duplicates) and the deliveries it queued. */
+  onCommitted?: (inserted: NewEvent[], outboxRows: number) => void
 }
 
 export interface GroupCommitStats {
@@ -54,10 +54,11 @@ const dedupKey = (organizationId: string, dedupId: string) => `${organizationId}
  * back to each write: inserted rows are accepted, rows skipped by ON CONFLICT are resolved to their originals
  * (also when the original came earlier in the same group).
  */
-async function storeGroup (db: Queryable, writes: PendingWrite[], onCommitted?: (inserted: NewEvent[]) => void): Promise<IngestOutcome[][]> {
+async function storeGroup (db: Queryable, writes: PendingWrite[], onCommitted: GroupCommitOptions['onCommitted']): Promise<IngestOutcome[][]> {
   const events = writes.flatMap((write) => write.events)
-  const inserted = new Map((await insertEvents(db, events)).map((row) => [row.id, row]))
-  if (inserted.size > 0) onCommitted?.(events.filter((event) => inserted.has(event.id)))
+  const result = await insertEvents(db, events)
+  const inserted = new Map(result.inserted.map((row) => [row.id, row]))
+  if (inserted.size > 0) onCommitted?.(events.filter((event) => inserted.has(event.id)), result.outboxRows)
   const skipped = events.flatMap((event) =>
     inserted.has(event.id) || event.dedup_id === null ? [] : [{ organization_id: event.organization_id, dedup_id: event.dedup_id }])
   const originals = new Map(skipped.length === 0

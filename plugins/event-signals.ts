@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import { EventEmitter, once } from 'node:events'
 import { EVENTS_CHANNEL, notifyEventsAvailable } from '../db/events.js'
+import { createCoalescedNotifier } from '../lib/coalesced-notify.js'
 
 export interface EventSignals {
   /**
@@ -25,7 +26,7 @@ declare module 'fastify' {
   }
 }
 
-// Longest an announcement waits for others to share its NOTIFY; long polls wake this much later at most.
+// Long polls and streams wake at most this much after an event commits.
 const ANNOUNCE_DELAY_MS = 20
 
 /**
@@ -42,25 +43,10 @@ export default fp(async (fastify) => {
     if (organizationId) arrivals.emit(organizationId, Number(count) || 1)
   })
 
-  let pending = new Map<string, number>()
-  let announceTimer: NodeJS.Timeout | undefined
-  const sending = new Set<Promise<void>>()
-  const sendAnnouncements = () => {
-    clearTimeout(announceTimer)
-    announceTimer = undefined
-    if (pending.size === 0) return
-    const counts = [...pending]
-    pending = new Map()
-    // Losing an announcement only delays waiters until their deadline, so a failure is logged, not thrown.
-    const sent = notifyEventsAvailable(fastify.pg, counts)
-      .catch((error: unknown) => fastify.log.warn({ err: error }, 'could not announce new events'))
-      .finally(() => sending.delete(sent))
-    sending.add(sent)
-  }
-  const announce = (organizationId: string, count: number) => {
-    pending.set(organizationId, (pending.get(organizationId) ?? 0) + count)
-    announceTimer ??= setTimeout(sendAnnouncements, ANNOUNCE_DELAY_MS)
-  }
+  const announcements = createCoalescedNotifier(
+    (counts) => notifyEventsAvailable(fastify.pg, counts),
+    ANNOUNCE_DELAY_MS,
+    (error) => fastify.log.warn({ err: error }, 'could not announce new events'))
 
   const nextArrival = async (organizationId: string, timeoutMs: number, signal: AbortSignal): Promise<boolean> => {
     const deadline = new AbortController()
@@ -80,13 +66,10 @@ export default fp(async (fastify) => {
     return () => { arrivals.off(organizationId, onArrival) }
   }
 
-  fastify.decorate<EventSignals>('eventSignals', { nextArrival, subscribe, announce, closing: closing.signal })
+  fastify.decorate<EventSignals>('eventSignals', { nextArrival, subscribe, announce: announcements.add, closing: closing.signal })
 
   // preClose runs before the server waits for in-flight requests, so waiting long polls end promptly.
   fastify.addHook('preClose', async () => { closing.abort() })
   // Runs before the pool closes (registered after it): what is pending still goes out.
-  fastify.addHook('onClose', async () => {
-    sendAnnouncements()
-    await Promise.all(sending)
-  })
+  fastify.addHook('onClose', async () => { await announcements.flush() })
 }, { name: 'event-signals', dependencies: ['db', 'notifications'] })

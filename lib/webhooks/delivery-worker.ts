@@ -1,13 +1,11 @@
 import pg from 'pg'
 import type { Pool } from 'pg'
-import { claimDeliveries, recordAttempt, releaseClaims, type ClaimedDelivery } from '../../db/deliveries.js'
+import { DELIVERIES_CHANNEL, claimDeliveries, recordAttempt, releaseClaims, type ClaimedDelivery } from '../../db/deliveries.js'
 import { inTransaction } from '../../db/transaction.js'
 import { nextRetryDelayMs, parseRetrySchedule, type RetrySchedule } from './retry-schedule.js'
 import type { Config } from '../../plugins/config.js'
 import { sendWebhook } from './send.js'
 import { activeSecrets, signWebhook } from './signing.js'
-
-export const DELIVERIES_CHANNEL = 'triggers_deliveries'
 
 export interface DeliveryWorkerOptions {
   pool: Pool

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { randomUUID } from 'node:crypto'
 import { Type } from 'typebox'
-import { listAttempts, redeliverEvent, type AttemptRow } from '../../db/deliveries.js'
+import { listAttempts, notifyDeliveriesQueued, redeliverEvent, type AttemptRow } from '../../db/deliveries.js'
 import { findEvent } from '../../db/events.js'
 import {
   deleteWebhook, findWebhook, insertWebhook, listWebhooks, rotateWebhookSecret, updateWebhook, type WebhookRow
@@ -170,6 +170,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     const webhookId = request.body.webhook_id ?? null
     if (webhookId !== null && !await findWebhook(fastify.pg, organization.id, webhookId)) throw notFound(webhookId)
     const queued = await redeliverEvent(fastify.pg, organization.id, request.params.id, webhookId)
+    if (queued > 0) await notifyDeliveriesQueued(fastify.pg)
     return reply.code(202).send({ queued })
   })
 }
