@@ -50,16 +50,11 @@ function isIsolatable (error: unknown): boolean {
 const dedupKey = (organizationId: string, dedupId: string) => `${organizationId}\u0000${dedupId}`
 
 /**
- * Inserts the events of many writes with one statement (one round trip, one commit) and maps the result
- * back to each write: inserted rows are accepted, rows skipped by ON CONFLICT are resolved to their originals
- * (also when the original came earlier in the same group).
+ * Maps a committed INSERT back to each write: inserted rows are accepted, rows skipped by ON CONFLICT are
+ * resolved to their originals (also when the original came earlier in the same group).
  */
-async function storeGroup (db: Queryable, writes: PendingWrite[], onCommitted: GroupCommitOptions['onCommitted']): Promise<IngestOutcome[][]> {
-  const events = writes.flatMap((write) => write.events)
-  const result = await insertEvents(db, events)
-  const inserted = new Map(result.inserted.map((row) => [row.id, row]))
-  if (inserted.size > 0) onCommitted?.(events.filter((event) => inserted.has(event.id)), result.outboxRows)
-  const skipped = events.flatMap((event) =>
+async function outcomesOf (db: Queryable, writes: PendingWrite[], inserted: Map<string, StoredEventRef>): Promise<IngestOutcome[][]> {
+  const skipped = writes.flatMap((write) => write.events).flatMap((event) =>
     inserted.has(event.id) || event.dedup_id === null ? [] : [{ organization_id: event.organization_id, dedup_id: event.dedup_id }])
   const originals = new Map(skipped.length === 0
     ? []
@@ -102,25 +97,47 @@ export function createGroupCommit (db: Queryable, options: GroupCommitOptions): 
     return group
   }
 
-  const writeAlone = async (write: PendingWrite) => {
+  /** One INSERT (one round trip, one commit) for all the writes' events; announces what it inserted. */
+  const insertWrites = async (writes: PendingWrite[]): Promise<Map<string, StoredEventRef>> => {
+    const events = writes.flatMap((write) => write.events)
+    const result = await insertEvents(db, events)
+    const inserted = new Map(result.inserted.map((row) => [row.id, row]))
+    if (inserted.size > 0) options.onCommitted?.(events.filter((event) => inserted.has(event.id)), result.outboxRows)
+    return inserted
+  }
+
+  /** After the commit nothing may be retried (that could store an event twice): a failure fails the writes. */
+  const answer = async (writes: PendingWrite[], inserted: Map<string, StoredEventRef>) => {
     try {
-      const [outcomes = []] = await storeGroup(db, [write], options.onCommitted)
-      write.resolve(outcomes)
+      const outcomes = await outcomesOf(db, writes, inserted)
+      writes.forEach((write, index) => write.resolve(outcomes[index] ?? []))
     } catch (error) {
-      totals.isolated_failures++
-      write.reject(error)
+      for (const write of writes) write.reject(error)
     }
   }
 
-  const writeGroup = async (group: PendingWrite[]) => {
+  const writeAlone = async (write: PendingWrite) => {
+    let inserted: Map<string, StoredEventRef>
     try {
-      const outcomes = await storeGroup(db, group, options.onCommitted)
-      group.forEach((write, index) => write.resolve(outcomes[index] ?? []))
+      inserted = await insertWrites([write])
+    } catch (error) {
+      totals.isolated_failures++
+      return write.reject(error)
+    }
+    await answer([write], inserted)
+  }
+
+  const writeGroup = async (group: PendingWrite[]) => {
+    let inserted: Map<string, StoredEventRef>
+    try {
+      inserted = await insertWrites(group)
     } catch (error) {
       // The statement failed as a whole; one bad write must not fail the others, so each is retried alone.
       if (group.length > 1 && isIsolatable(error)) await Promise.all(group.map(writeAlone))
       else for (const write of group) write.reject(error)
+      return
     }
+    await answer(group, inserted)
   }
 
   const flush = () => {

@@ -82,6 +82,28 @@ t.test('with the database unreachable every write of the group fails, and nothin
   await broken.drain()
 })
 
+t.test('a failure after the commit fails its writes without writing anything twice', async (t) => {
+  const { app, organization, checkedOut } = await setUp(t)
+  // The lookup of duplicates' originals fails with a code that would be retried if it came from the INSERT.
+  const failingLookup = {
+    query: (config: { name?: string }, values?: unknown[]) => config.name === 'events-by-dedup-keys'
+      ? Promise.reject(Object.assign(new Error('could not serialize access'), { code: '40001' }))
+      : app.pg.query(config as Parameters<typeof app.pg.query>[0], values)
+  } as unknown as Parameters<typeof createGroupCommit>[0]
+  const groupCommit = createGroupCommit(failingLookup, OPTIONS)
+  const dedupId = `after-commit-${randomUUID()}`
+  const results = await Promise.allSettled([
+    groupCommit.write([event(organization.id, { dedup_id: dedupId })]),
+    groupCommit.write([event(organization.id, { dedup_id: dedupId })]),
+    groupCommit.write([event(organization.id)])
+  ])
+  t.same(results.map((result) => result.status), ['rejected', 'rejected', 'rejected'], 'the group shares the failure')
+  t.equal(groupCommit.stats().isolated_failures, 0, 'nothing was retried alone')
+  const { rows } = await app.pg.query<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE organization_id = $1', [organization.id])
+  t.equal(rows[0]?.n, 2, 'the committed rows exist once: the dedup_id once, the event without one once')
+  t.equal(checkedOut(), 0, 'no pool client checked out')
+})
+
 t.test('drain writes what is queued before it resolves', async (t) => {
   const { app, organization } = await setUp(t)
   const groupCommit = createGroupCommit(app.pg, { ...OPTIONS, waitMs: 50 })
