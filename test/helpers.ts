@@ -24,10 +24,29 @@ export function testConfig (overrides: Record<string, string> = {}): Config {
   })
 }
 
+/**
+ * Deletes, when the app closes, every organization created through it; their events, webhooks and deliveries
+ * go with them, so repeated runs do not grow the suite's database.
+ */
+function removeOrganizationsOnClose (app: FastifyInstance): void {
+  const created = new Set<string>()
+  app.addHook('onSend', async (request, reply, payload) => {
+    if (request.routeOptions.url === '/api/keys/generate' && reply.statusCode === 201 && typeof payload === 'string') {
+      created.add((JSON.parse(payload) as { organization_id: string }).organization_id)
+    }
+    return payload
+  })
+  // Added after every plugin, so it runs before the pool closes.
+  app.addHook('onClose', async () => {
+    if (created.size > 0) await app.pg.query('DELETE FROM organizations WHERE id = ANY($1::uuid[])', [[...created]])
+  })
+}
+
 /** A full app on the suite's database, closed when the test ends; `extend` may add test-only routes. */
 export async function buildTestApp (t: Teardown, overrides: Record<string, string> = {}, extend?: (app: FastifyInstance) => void): Promise<FastifyInstance> {
   const app = await buildApp({ config: testConfig(overrides), databaseUrl: databaseUrl as string })
   t.teardown(() => app.close())
+  removeOrganizationsOnClose(app)
   extend?.(app)
   await app.ready()
   return app
