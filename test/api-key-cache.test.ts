@@ -1,6 +1,6 @@
 import t from 'tap'
 import { inTransaction } from '../db/transaction.js'
-import { buildTestApp, createOrganization } from './helpers.js'
+import { buildTestApp, checkedOutAfterSettling, createOrganization } from './helpers.js'
 import { waitFor } from './webhook-helpers.js'
 
 const keyInfo = (app: Awaited<ReturnType<typeof buildTestApp>>, key: string) =>
@@ -65,6 +65,5 @@ t.test('cached lookups survive many requests and unknown keys are never cached',
     keyInfo(app, i % 4 === 0 ? `sk_unknown_${i}` : organization.key).then((response) => response.statusCode)))
   t.same(statuses.filter((status) => status === 200).length, 150)
   t.same(statuses.filter((status) => status === 401).length, 50)
-  const pool = app.pg.pool
-  t.equal(pool.totalCount - pool.idleCount, 0, 'no pool client checked out')
+  t.equal(await checkedOutAfterSettling(app), 0, 'no pool client checked out')
 })

@@ -2,7 +2,7 @@ import t from 'tap'
 import { randomUUID } from 'node:crypto'
 import type { NewEvent } from '../db/events.js'
 import { createGroupCommit, type GroupCommitOptions } from '../lib/group-commit.js'
-import { buildTestApp, createOrganization, sendEvent } from './helpers.js'
+import { buildTestApp, checkedOutAfterSettling, createOrganization, sendEvent } from './helpers.js'
 
 const OPTIONS: GroupCommitOptions = { waitMs: 0, maxEvents: 1000, maxConcurrentGroups: 4 }
 
@@ -13,8 +13,7 @@ function event (organizationId: string, fields: Partial<NewEvent> = {}): NewEven
 async function setUp (t: Parameters<typeof buildTestApp>[0]) {
   const app = await buildTestApp(t)
   const organization = await createOrganization(app)
-  const checkedOut = () => app.pg.pool.totalCount - app.pg.pool.idleCount
-  return { app, organization, checkedOut }
+  return { app, organization, checkedOut: () => checkedOutAfterSettling(app) }
 }
 
 t.test('writes issued together share INSERTs and each gets its own outcomes', async (t) => {
@@ -46,7 +45,7 @@ t.test('writes issued together share INSERTs and each gets its own outcomes', as
   }
   const { rows } = await app.pg.query<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE organization_id = ANY($1::uuid[])', [[organization.id, other.id]])
   t.equal(rows[0]?.n, 400 - 18, 'one row per event except the 18 duplicates')
-  t.equal(checkedOut(), 0, 'no pool client checked out')
+  t.equal(await checkedOut(), 0, 'no pool client checked out')
 })
 
 t.test('a group never exceeds maxEvents unless a single write is larger', async (t) => {
@@ -71,7 +70,7 @@ t.test('a write PostgreSQL refuses fails alone; its group neighbours are stored'
   t.equal(groupCommit.stats().isolated_failures, 20)
   const { rows } = await app.pg.query<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE organization_id = $1', [organization.id])
   t.equal(rows[0]?.n, 180)
-  t.equal(checkedOut(), 0, 'no pool client checked out')
+  t.equal(await checkedOut(), 0, 'no pool client checked out')
 })
 
 t.test('with the database unreachable every write of the group fails, and nothing is left queued', async (t) => {
@@ -101,7 +100,7 @@ t.test('a failure after the commit fails its writes without writing anything twi
   t.equal(groupCommit.stats().isolated_failures, 0, 'nothing was retried alone')
   const { rows } = await app.pg.query<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE organization_id = $1', [organization.id])
   t.equal(rows[0]?.n, 2, 'the committed rows exist once: the dedup_id once, the event without one once')
-  t.equal(checkedOut(), 0, 'no pool client checked out')
+  t.equal(await checkedOut(), 0, 'no pool client checked out')
 })
 
 t.test('drain writes what is queued before it resolves', async (t) => {
@@ -123,5 +122,5 @@ t.test('through HTTP, one unstorable event among concurrent requests is the only
   }
   const stats = (await app.inject({ method: 'GET', url: '/stats/ingest', headers: organization.headers })).json()
   t.equal(stats.events, 10 * 20, 'every request went through the group commit')
-  t.equal(checkedOut(), 0, 'no pool client checked out')
+  t.equal(await checkedOut(), 0, 'no pool client checked out')
 })

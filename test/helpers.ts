@@ -1,5 +1,6 @@
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
 import { randomUUID } from 'node:crypto'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { buildApp } from '../app.js'
 import { loadConfig, type Config } from '../plugins/config.js'
 
@@ -71,4 +72,15 @@ export async function createOrganization (app: FastifyInstance, tier = 'free'): 
 
 export function sendEvent (app: FastifyInstance, organization: TestOrganization, body: object, options: Partial<InjectOptions> = {}): Promise<LightMyRequestResponse> {
   return app.inject({ method: 'POST', url: '/api/events', headers: { ...organization.headers, ...options.headers }, payload: body })
+}
+
+/**
+ * Pool clients still checked out once background work has settled (announcements are sent up to 20 ms after a
+ * commit, on a pool client). Waits up to 5 s for none: a leaked client never comes back, so a leak still shows.
+ */
+export async function checkedOutAfterSettling (app: FastifyInstance): Promise<number> {
+  const checkedOut = () => app.pg.pool.totalCount - app.pg.pool.idleCount
+  const deadline = Date.now() + 5000
+  while (checkedOut() > 0 && Date.now() < deadline) await sleep(20)
+  return checkedOut()
 }

@@ -1,7 +1,7 @@
 import t from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { buildTestApp, createOrganization, sendEvent, type TestOrganization } from './helpers.js'
+import { buildTestApp, checkedOutAfterSettling, createOrganization, sendEvent, type TestOrganization } from './helpers.js'
 
 interface LeaseResponse {
   lease_id: string | null
@@ -162,7 +162,7 @@ t.test('10 concurrent consumers share 1 000 events: each handed out exactly once
   t.same(new Set(received), new Set(sent), 'every event was handed out')
   const pending = await app.inject({ method: 'GET', url: '/api/inbox', headers: organization.headers })
   t.equal(pending.json().count, 0, 'nothing is left')
-  t.equal(app.pg.pool.totalCount - app.pg.pool.idleCount, 0, 'no pool client checked out')
+  t.equal(await checkedOutAfterSettling(app), 0, 'no pool client checked out')
 })
 
 t.test('leases are isolated per organization', async (t) => {

@@ -1,14 +1,10 @@
 import t from 'tap'
 import { randomUUID } from 'node:crypto'
 import type { FastifyInstance } from 'fastify'
-import { buildTestApp, createOrganization, type TestOrganization } from './helpers.js'
+import { buildTestApp, checkedOutAfterSettling, createOrganization, type TestOrganization } from './helpers.js'
 
 const TOTAL_REQUESTS = 10_000
 const CONCURRENCY = 50
-
-function checkedOut (app: FastifyInstance): number {
-  return app.pg.pool.totalCount - app.pg.pool.idleCount
-}
 
 /** One request of the mix, chosen by its number: successes, duplicates, invalid bodies, unknown ids, database errors. */
 function mixedRequest (app: FastifyInstance, organization: TestOrganization, n: number, seenDedupIds: string[]) {
@@ -48,7 +44,7 @@ t.test(`${TOTAL_REQUESTS} mixed requests leave no pool client checked out`, asyn
   await Promise.all(Array.from({ length: CONCURRENCY }, worker))
 
   t.same(unexpected.slice(0, 5), [], 'every request got its expected status')
-  t.equal(checkedOut(app), 0, 'no client is checked out')
+  t.equal(await checkedOutAfterSettling(app), 0, 'no client is checked out')
   t.equal(app.pg.pool.waitingCount, 0, 'nothing waits for a client')
   t.ok(app.pg.pool.totalCount <= 10, 'the pool never grew past its maximum')
   const ready = await app.inject({ method: 'GET', url: '/health/ready' })
@@ -72,7 +68,7 @@ t.test('an exhausted pool makes readiness fail with 503, and it recovers', async
     held.release()
   }
   t.equal((await app.inject({ method: 'GET', url: '/health/ready' })).statusCode, 200)
-  t.equal(checkedOut(app), 0)
+  t.equal(await checkedOutAfterSettling(app), 0)
 })
 
 t.test('a 5xx never shows SQL or stack traces, and its client is released', async (t) => {
@@ -101,6 +97,6 @@ t.test('a 5xx never shows SQL or stack traces, and its client is released', asyn
       }
     }
   }
-  t.equal(checkedOut(app), 0, 'failed queries and rolled-back transactions returned their clients')
+  t.equal(await checkedOutAfterSettling(app), 0, 'failed queries and rolled-back transactions returned their clients')
   t.equal((await app.inject({ method: 'GET', url: '/health/ready' })).statusCode, 200)
 })
