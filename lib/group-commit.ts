@@ -84,7 +84,8 @@ export function createGroupCommit (db: Queryable, options: GroupCommitOptions): 
   let idleWaiters: Array<() => void> = []
   const totals: GroupCommitStats = { groups: 0, events: 0, largest_group: 0, isolated_failures: 0 }
 
-  const takeGroup = (): PendingWrite[] => {
+  /** The oldest writes that fit in maxEvents (at least one), and how many events they hold. */
+  const takeGroup = (): { group: PendingWrite[], size: number } => {
     let count = 0
     let size = 0
     while (count < queue.length && (count === 0 || size + (queue[count]?.events.length ?? 0) <= options.maxEvents)) {
@@ -94,7 +95,7 @@ export function createGroupCommit (db: Queryable, options: GroupCommitOptions): 
     const group = queue.slice(0, count)
     queue = queue.slice(count)
     queuedEvents -= size
-    return group
+    return { group, size }
   }
 
   /** One INSERT (one round trip, one commit) for all the writes' events; announces what it inserted. */
@@ -144,8 +145,7 @@ export function createGroupCommit (db: Queryable, options: GroupCommitOptions): 
     scheduled?.cancel()
     scheduled = undefined
     while (queue.length > 0 && inFlight < options.maxConcurrentGroups) {
-      const group = takeGroup()
-      const size = group.reduce((sum, write) => sum + write.events.length, 0)
+      const { group, size } = takeGroup()
       totals.groups++
       totals.events += size
       totals.largest_group = Math.max(totals.largest_group, size)
