@@ -97,7 +97,8 @@ export async function buildApp ({ config, databaseUrl }: AppOptions): Promise<Fa
   await app.register(dbPlugin, {
     databaseUrl,
     poolMax: config.DATABASE_POOL_MAX,
-    connectTimeoutMs: config.DATABASE_CONNECT_TIMEOUT_MS
+    connectTimeoutMs: config.DATABASE_CONNECT_TIMEOUT_MS,
+    statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS
   })
   await app.register(notificationsPlugin, { databaseUrl })
   await app.register(authPlugin)
@@ -105,7 +106,7 @@ export async function buildApp ({ config, databaseUrl }: AppOptions): Promise<Fa
   await app.register(dedupPlugin)
   await app.register(eventSignalsPlugin)
   await app.register(groupCommitPlugin)
-  await app.register(webhookWorkerPlugin, { databaseUrl })
+  await app.register(webhookWorkerPlugin)
   await app.register(docsPlugin)
 
   await app.register(healthRoutes)

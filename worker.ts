@@ -2,6 +2,8 @@ import closeWithGrace from 'close-with-grace'
 import pg from 'pg'
 import pino from 'pino'
 import { runMigrations } from './db/migrate.js'
+import { poolClientSettings, survivePoolErrors } from './db/pool.js'
+import { createListener } from './lib/listener.js'
 import { createDeliveryWorker } from './lib/webhooks/delivery-worker.js'
 import { loadConfig } from './plugins/config.js'
 
@@ -17,9 +19,20 @@ async function main (): Promise<void> {
     throw new Error('DATABASE_URL is required for a separate worker (for the embedded default: postgres://postgres:postgres@127.0.0.1:54329/triggers)')
   }
   await runMigrations(config.DATABASE_URL, log)
-  const pool = new pg.Pool({ connectionString: config.DATABASE_URL, max: config.DATABASE_POOL_MAX, application_name: 'triggers-worker' })
-  pool.on('error', (error) => log.warn({ err: error }, 'idle database client failed'))
-  const worker = createDeliveryWorker(config, pool, config.DATABASE_URL, {
+  const pool = new pg.Pool({
+    connectionString: config.DATABASE_URL,
+    max: config.DATABASE_POOL_MAX,
+    connectionTimeoutMillis: config.DATABASE_CONNECT_TIMEOUT_MS,
+    application_name: 'triggers-worker',
+    ...poolClientSettings(config.DATABASE_STATEMENT_TIMEOUT_MS)
+  })
+  survivePoolErrors(pool, (error) => log.warn({ err: error }, 'database connection failed'))
+  const listener = createListener({
+    connectionString: config.DATABASE_URL,
+    applicationName: 'triggers-worker-listener',
+    log: { warn: (details, message) => log.warn(details, message), info: (message) => log.info(message) }
+  })
+  const worker = createDeliveryWorker(config, pool, listener, {
     info: (message) => log.info(message),
     warn: (details, message) => log.warn(details, message)
   })
@@ -27,9 +40,11 @@ async function main (): Promise<void> {
     if (err) log.error({ err }, 'closing after an unexpected error')
     else log.info({ signal }, 'worker shutting down')
     await worker.stop()
+    await listener.close()
     await pool.end()
   })
-  await worker.start()
+  await listener.start()
+  worker.start()
   log.info('webhook worker running')
 }
 

@@ -1,11 +1,13 @@
 import fp from 'fastify-plugin'
 import fastifyPostgres from '@fastify/postgres'
 import { runMigrations } from '../db/migrate.js'
+import { poolClientSettings, survivePoolErrors } from '../db/pool.js'
 
 export interface DbOptions {
   databaseUrl: string
   poolMax: number
   connectTimeoutMs: number
+  statementTimeoutMs: number
 }
 
 /**
@@ -17,8 +19,8 @@ export default fp<DbOptions>(async (fastify, options) => {
     connectionString: options.databaseUrl,
     max: options.poolMax,
     connectionTimeoutMillis: options.connectTimeoutMs,
-    application_name: 'triggers-api'
+    application_name: 'triggers-api',
+    ...poolClientSettings(options.statementTimeoutMs)
   })
-  // An idle client losing its connection (database restart) must not crash the process.
-  fastify.pg.pool.on('error', (error) => fastify.log.warn({ err: error }, 'idle database client failed'))
+  survivePoolErrors(fastify.pg.pool, (error) => fastify.log.warn({ err: error }, 'database connection failed'))
 }, { name: 'db' })

@@ -42,6 +42,10 @@ export default fp(async (fastify) => {
     const [organizationId, count] = payload.split(':')
     if (organizationId) arrivals.emit(organizationId, Number(count) || 1)
   })
+  // Announcements sent while the listener was down are lost: every waiter looks again once it is back.
+  fastify.notifications.onConnect(() => {
+    for (const organizationId of arrivals.eventNames()) arrivals.emit(organizationId, 0)
+  })
 
   const announcements = createCoalescedNotifier(
     (counts) => notifyEventsAvailable(fastify.pg, counts),

@@ -1,7 +1,7 @@
-import pg from 'pg'
 import type { Pool } from 'pg'
 import { DELIVERIES_CHANNEL, claimDeliveries, recordAttempt, releaseClaims, type ClaimedDelivery } from '../../db/deliveries.js'
 import { inTransaction } from '../../db/transaction.js'
+import type { Notifications } from '../listener.js'
 import { nextRetryDelayMs, parseRetrySchedule, type RetrySchedule } from './retry-schedule.js'
 import type { Config } from '../../plugins/config.js'
 import { sendWebhook } from './send.js'
@@ -9,7 +9,8 @@ import { activeSecrets, signWebhook } from './signing.js'
 
 export interface DeliveryWorkerOptions {
   pool: Pool
-  databaseUrl: string
+  /** The process's listener: a NOTIFY on the deliveries channel, or a reconnect, wakes the worker. */
+  notifications: Notifications
   log: { info: (message: string) => void, warn: (details: object, message: string) => void }
   schedule: RetrySchedule
   timeoutMs: number
@@ -27,49 +28,34 @@ const CLAIM_BATCH = 50
  * The delivery loop: claims due deliveries (SKIP LOCKED + a lapsing claim), sends them with bounded
  * concurrency overall and per endpoint, records each attempt and schedules retries. Written here rather than
  * on a job-queue library because the deliveries table is both the queue and the record users read, and the
- * per-endpoint bound and event status rules are ours. Wakes on NOTIFY, polls as a fallback.
+ * per-endpoint bound and event status rules are ours. Wakes on NOTIFY (through the process's one listener),
+ * polls as a fallback.
  */
 export class DeliveryWorker {
   private readonly inFlight = new Map<string, Promise<void>>()
   private readonly perWebhook = new Map<string, number>()
   private readonly stopping = new AbortController()
-  private listener: pg.Client | undefined
   private loop: Promise<void> | undefined
   private endSleep: (() => void) | undefined
   /** Set by a wake-up that came while not sleeping, so the next sleep is skipped and nothing is missed. */
   private woken = false
 
-  constructor (private readonly options: DeliveryWorkerOptions) {}
-
-  async start (): Promise<void> {
-    await this.listen().catch((error: unknown) => this.options.log.warn({ err: error }, 'delivery worker could not LISTEN; polling only'))
-    this.loop = this.run()
+  constructor (private readonly options: DeliveryWorkerOptions) {
+    options.notifications.listen(DELIVERIES_CHANNEL, () => this.wake())
+    // Wake-ups sent while the listener was down are lost: look for due deliveries once it is back.
+    options.notifications.onConnect(() => this.wake())
   }
 
-  /** Stops claiming, aborts sends in flight and gives their claims back, then closes the listener. */
+  start (): void {
+    this.loop ??= this.run()
+  }
+
+  /** Stops claiming, aborts sends in flight and gives their claims back. */
   async stop (): Promise<void> {
     this.stopping.abort()
     this.wake()
     await this.loop
     await Promise.all(this.inFlight.values())
-    const listener = this.listener
-    this.listener = undefined
-    await listener?.end().catch(() => {})
-  }
-
-  private async listen (): Promise<void> {
-    const client = new pg.Client({ connectionString: this.options.databaseUrl, application_name: 'triggers-webhook-worker' })
-    client.on('notification', () => this.wake())
-    // Losing the listener only slows the first attempt down to the poll interval.
-    client.on('error', (error) => this.options.log.warn({ err: error }, 'delivery worker listener failed; polling only'))
-    try {
-      await client.connect()
-      await client.query(`LISTEN ${DELIVERIES_CHANNEL}`)
-    } catch (error) {
-      await client.end().catch(() => {})
-      throw error
-    }
-    this.listener = client
   }
 
   private async run (): Promise<void> {
@@ -167,10 +153,10 @@ export class DeliveryWorker {
 }
 
 /** A worker configured from the service settings (used by the API process and by worker.ts). */
-export function createDeliveryWorker (config: Config, pool: Pool, databaseUrl: string, log: DeliveryWorkerOptions['log']): DeliveryWorker {
+export function createDeliveryWorker (config: Config, pool: Pool, notifications: Notifications, log: DeliveryWorkerOptions['log']): DeliveryWorker {
   return new DeliveryWorker({
     pool,
-    databaseUrl,
+    notifications,
     log,
     schedule: parseRetrySchedule(config.WEBHOOK_RETRY_SCHEDULE),
     timeoutMs: config.WEBHOOK_TIMEOUT_MS,
