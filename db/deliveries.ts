@@ -81,7 +81,7 @@ export async function releaseClaims (db: Queryable, ids: string[]): Promise<void
 
 /**
  * Records one attempt and its consequences; run inside a transaction. The event row is locked first so that
- * deliveries of one event finishing at once agree on the event's status.
+ * deliveries of one event finishing at once agree on the event's delivery_status.
  */
 export async function recordAttempt (db: Queryable, record: AttemptRecord): Promise<void> {
   const finished = record.succeeded || record.nextAttemptAt === null
@@ -109,11 +109,12 @@ export async function recordAttempt (db: Queryable, record: AttemptRecord): Prom
      WHERE id = $1 AND (NOT $2 OR consecutive_failures > 0)`,
     [record.webhookId, record.succeeded, record.disableAfterFailures])
   // Only each endpoint's latest delivery counts, so a successful redelivery supersedes an exhausted one.
+  // The push state only: the inbox state (status) is the consumers' and never changes here.
   await db.query(
-    `UPDATE events SET status = (
+    `UPDATE events SET delivery_status = (
        SELECT CASE WHEN bool_or(status = 'failed') THEN 'failed' WHEN bool_or(status = 'pending') THEN 'pending' ELSE 'delivered' END
        FROM (SELECT DISTINCT ON (webhook_id) status FROM deliveries WHERE event_id = $1 ORDER BY webhook_id, created_at DESC) AS latest)
-     WHERE id = $1 AND status IN ('pending', 'delivered', 'failed')`,
+     WHERE id = $1`,
     [record.eventId])
 }
 
@@ -128,8 +129,8 @@ export async function redeliverEvent (db: Queryable, organizationId: string, eve
          AND ($3::uuid IS NULL AND webhook_matches(w.event_types, e.type) OR w.id = $3)
        RETURNING event_id
      ), reopened AS (
-       UPDATE events SET status = 'pending'
-       WHERE id = $2 AND status IN ('delivered', 'failed') AND EXISTS (SELECT 1 FROM queued)
+       UPDATE events SET delivery_status = 'pending'
+       WHERE id = $2 AND EXISTS (SELECT 1 FROM queued)
      )
      SELECT count(*)::int AS queued FROM queued`,
     [organizationId, eventId, webhookId])

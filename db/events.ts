@@ -20,9 +20,15 @@ export interface EventFields {
   created_at: Date
 }
 
+export type InboxStatus = 'pending' | 'acknowledged' | 'quarantined'
+export type DeliveryStatus = 'none' | 'pending' | 'delivered' | 'failed'
+
 export interface EventRow extends EventFields {
-  status: 'pending' | 'acknowledged' | 'quarantined' | 'delivered' | 'failed'
+  status: InboxStatus
+  delivery_status: DeliveryStatus
   acknowledged_at: Date | null
+  /** The inserting transaction's id: with seq, the event's position in cursor order. */
+  txid: string
 }
 
 export interface StoredEventRef {
@@ -32,44 +38,62 @@ export interface StoredEventRef {
   created_at: Date
 }
 
+/** A place in the inbox's cursor order (inserting transaction, then seq). */
+export interface InboxPosition {
+  txid: string
+  seq: string
+}
+
 export interface InboxFilter {
-  status: string | null
+  status: InboxStatus | null
+  deliveryStatus: DeliveryStatus | null
   type: string | null
   since: string | null
-  afterSeq: string
+  after: InboxPosition
   limit: number
 }
 
-const COLUMNS = 'id, seq, type, payload, dedup_id, source, status, created_at, acknowledged_at'
+const COLUMNS = 'id, seq, txid, type, payload, dedup_id, source, status, delivery_status, created_at, acknowledged_at'
+
+export interface InsertedEvent extends StoredEventRef {
+  delivery_status: 'none' | 'pending'
+}
 
 /**
- * Inserts many events, of any organizations, in one statement. Rows whose dedup_id already exists for their
- * organization (or repeats earlier in the same call) are skipped; only inserted rows are returned. The same
- * statement writes a delivery (outbox row) for each matching enabled webhook, so no accepted event can miss
- * its webhooks; their number is returned so the caller can wake the delivery workers.
+ * Inserts many events, of any organizations, in one statement. `serializedEvents` is the JSON array of
+ * NewEvent rows (serialized by the caller when each write was queued, so one write's payload can never make
+ * the shared statement throw). Rows whose dedup_id already exists for their organization (or repeats earlier
+ * in the same call) are skipped; only inserted rows are returned. The same statement writes a delivery
+ * (outbox row) for each matching enabled webhook, so no accepted event can miss its webhooks, and sets the
+ * event's delivery_status accordingly; the number of deliveries is returned so the caller can wake workers.
  */
-export async function insertEvents (db: Queryable, events: NewEvent[]): Promise<{ inserted: StoredEventRef[], outboxRows: number }> {
-  // One JSON document for all rows: serialized natively by V8 and parsed once by PostgreSQL, far cheaper on
-  // both sides than six array parameters (pg escapes every array element in JavaScript).
-  const { rows } = await db.query<StoredEventRef & { outbox_rows: number }>({
+export async function insertEvents (db: Queryable, serializedEvents: string): Promise<{ inserted: InsertedEvent[], outboxRows: number }> {
+  // One JSON document for all rows: parsed once by PostgreSQL, far cheaper on both sides than six array
+  // parameters (pg escapes every array element in JavaScript).
+  const { rows } = await db.query<InsertedEvent & { outbox_rows: number }>({
     name: 'insert-events',
-    text: `WITH inserted AS (
-             INSERT INTO events (id, organization_id, type, payload, dedup_id, source)
-             SELECT e.id, e.organization_id, e.type, e.payload, e.dedup_id, e.source
-             FROM jsonb_to_recordset($1::jsonb) AS e (id uuid, organization_id uuid, type text, payload jsonb, dedup_id text, source text)
+    text: `WITH input AS (
+             SELECT * FROM jsonb_to_recordset($1::jsonb) AS e (id uuid, organization_id uuid, type text, payload jsonb, dedup_id text, source text)
+           ), matches AS (
+             SELECT input.id AS event_id, w.id AS webhook_id FROM input
+             JOIN webhooks w ON w.organization_id = input.organization_id AND w.enabled AND webhook_matches(w.event_types, input.type)
+           ), inserted AS (
+             INSERT INTO events (id, organization_id, type, payload, dedup_id, source, delivery_status)
+             SELECT i.id, i.organization_id, i.type, i.payload, i.dedup_id, i.source,
+                    CASE WHEN EXISTS (SELECT 1 FROM matches m WHERE m.event_id = i.id) THEN 'pending' ELSE 'none' END
+             FROM input i
              ON CONFLICT (organization_id, dedup_id) DO NOTHING
-             RETURNING id, organization_id, dedup_id, type, created_at
+             RETURNING id, dedup_id, type, created_at, delivery_status
            ), outbox AS (
              INSERT INTO deliveries (event_id, webhook_id)
-             SELECT inserted.id, w.id FROM inserted
-             JOIN webhooks w ON w.organization_id = inserted.organization_id AND w.enabled AND webhook_matches(w.event_types, inserted.type)
+             SELECT m.event_id, m.webhook_id FROM matches m JOIN inserted ON inserted.id = m.event_id
              RETURNING 1
            )
-           SELECT id, dedup_id, type, created_at, (SELECT count(*) FROM outbox)::int AS outbox_rows FROM inserted`,
-    values: [JSON.stringify(events)]
+           SELECT id, dedup_id, type, created_at, delivery_status, (SELECT count(*) FROM outbox)::int AS outbox_rows FROM inserted`,
+    values: [serializedEvents]
   })
   return {
-    inserted: rows.map(({ id, dedup_id: dedupId, type, created_at: createdAt }) => ({ id, dedup_id: dedupId, type, created_at: createdAt })),
+    inserted: rows.map(({ outbox_rows: _outboxRows, ...event }) => event),
     outboxRows: rows[0]?.outbox_rows ?? 0
   }
 }
@@ -100,20 +124,34 @@ export async function findEvent (db: Queryable, organizationId: string, id: stri
   return rows[0]
 }
 
-/** One page of the inbox in `seq` order; asks for one row more than `limit` so the caller knows if more exist. */
+/**
+ * One page of the inbox after `filter.after`, in (txid, seq) order, holding only events whose inserting
+ * transaction is older than every transaction still running: those can no longer be joined by a row that
+ * sorts before them, so a reader that follows its position never skips one (see migration 007). Asks for one
+ * row more than `limit` so the caller knows if more exist.
+ */
 export async function listEvents (db: Queryable, organizationId: string, filter: InboxFilter): Promise<EventRow[]> {
   // Not a named statement: with optional filters, a fresh plan per call picks the right index.
   const { rows } = await db.query<EventRow>({
     text: `SELECT ${COLUMNS} FROM events
-           WHERE organization_id = $1 AND seq > $2
-             AND ($3::text IS NULL OR status = $3)
-             AND ($4::text IS NULL OR type = $4)
-             AND ($5::timestamptz IS NULL OR created_at >= $5)
-           ORDER BY seq
-           LIMIT $6`,
-    values: [organizationId, filter.afterSeq, filter.status, filter.type, filter.since, filter.limit + 1]
+           WHERE organization_id = $1 AND (txid, seq) > ($2::xid8, $3::bigint)
+             AND txid < pg_snapshot_xmin(pg_current_snapshot())
+             AND ($4::text IS NULL OR status = $4)
+             AND ($5::text IS NULL OR delivery_status = $5)
+             AND ($6::text IS NULL OR type = $6)
+             AND ($7::timestamptz IS NULL OR created_at >= $7)
+           ORDER BY txid, seq
+           LIMIT $8`,
+    values: [organizationId, filter.after.txid, filter.after.seq, filter.status, filter.deliveryStatus, filter.type, filter.since, filter.limit + 1]
   })
   return rows
+}
+
+/** Orders rows as the inbox does: by inserting transaction, then seq. */
+function byPosition (a: InboxPosition, b: InboxPosition): number {
+  const txidOrder = BigInt(a.txid) - BigInt(b.txid)
+  const order = txidOrder !== 0n ? txidOrder : BigInt(a.seq) - BigInt(b.seq)
+  return order < 0n ? -1 : order > 0n ? 1 : 0
 }
 
 /** Idempotent: an event acknowledged before keeps its first acknowledged_at. */
@@ -130,6 +168,8 @@ export async function acknowledgeEvents (db: Queryable, organizationId: string, 
 
 export interface LeasedEventRow extends EventFields {
   lease_count: number
+  delivery_status: DeliveryStatus
+  txid: string
 }
 
 export interface LeaseRequest {
@@ -153,7 +193,7 @@ export async function leaseEvents (db: Queryable, organizationId: string, reques
                AND (leased_until IS NULL OR leased_until <= now())
                AND lease_count < $5
                AND ($3::text IS NULL OR type = $3)
-             ORDER BY seq
+             ORDER BY txid, seq
              LIMIT $4
              FOR UPDATE SKIP LOCKED
            )
@@ -161,10 +201,10 @@ export async function leaseEvents (db: Queryable, organizationId: string, reques
            SET lease_id = $2, leased_until = now() + make_interval(secs => $6), lease_count = e.lease_count + 1
            FROM available
            WHERE e.id = available.id
-           RETURNING e.id, e.seq, e.type, e.payload, e.dedup_id, e.source, e.created_at, e.lease_count, e.leased_until`,
+           RETURNING e.id, e.seq, e.txid, e.type, e.payload, e.dedup_id, e.source, e.created_at, e.lease_count, e.delivery_status, e.leased_until`,
     values: [organizationId, request.leaseId, request.type, request.limit, request.maxLeases, request.leaseSeconds]
   })
-  rows.sort((a, b) => Number(BigInt(a.seq) - BigInt(b.seq)))
+  rows.sort(byPosition)
   return { events: rows, leasedUntil: rows[0]?.leased_until ?? null }
 }
 

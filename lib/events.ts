@@ -46,11 +46,33 @@ function commonEventBody (row: EventFields) {
 }
 
 export function toEventBody (row: EventRow): Event {
-  return { ...commonEventBody(row), status: row.status, acknowledged_at: row.acknowledged_at?.toISOString() ?? null }
+  return {
+    ...commonEventBody(row),
+    status: row.status,
+    delivery_status: row.delivery_status,
+    acknowledged_at: row.acknowledged_at?.toISOString() ?? null
+  }
 }
 
 export function toLeasedEventBody (row: LeasedEventRow) {
-  return { ...commonEventBody(row), lease_count: row.lease_count }
+  return { ...commonEventBody(row), status: 'pending' as const, delivery_status: row.delivery_status, lease_count: row.lease_count }
+}
+
+/**
+ * True when objects and arrays in `value` nest deeper than `maxDepth` (the value itself is level 1). Walks
+ * with its own stack, so a hostile payload nested thousands deep cannot overflow the call stack here.
+ */
+export function nestsDeeperThan (value: unknown, maxDepth: number): boolean {
+  const pending: Array<[item: unknown, depth: number]> = [[value, 1]]
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    const [item, depth] = next
+    if (item === null || typeof item !== 'object') continue
+    if (depth > maxDepth) return true
+    for (const child of Array.isArray(item) ? item : Object.values(item)) {
+      if (child !== null && typeof child === 'object') pending.push([child, depth + 1])
+    }
+  }
+  return false
 }
 
 const storable = (text: string) => text.isWellFormed() && !text.includes('\u0000')

@@ -5,8 +5,12 @@ const timestamp = Type.String({ format: 'date-time' })
 // PostgreSQL text cannot hold U+0000, so it is refused at validation time.
 const noNul = '^[^\\u0000]*$'
 
-export const EVENT_STATUSES = ['pending', 'acknowledged', 'quarantined', 'delivered', 'failed'] as const
-export const EventStatus = Type.Enum(EVENT_STATUSES)
+export const EVENT_STATUSES = ['pending', 'acknowledged', 'quarantined'] as const
+export const EventStatus = Type.Enum(EVENT_STATUSES, { description: 'Inbox state: what lists and leases hand out; push outcomes never change it' })
+export const DELIVERY_STATUSES = ['none', 'pending', 'delivered', 'failed'] as const
+export const DeliveryStatus = Type.Enum(DELIVERY_STATUSES, {
+  description: "Push state: none when no webhook matched, else from each endpoint's latest delivery (failed if any failed, pending if any is pending, delivered when all are)"
+})
 
 export const Payload = Type.Record(Type.String(), Type.Unknown(), { description: 'Any JSON object' })
 
@@ -26,7 +30,8 @@ export const EventAccepted = Type.Object({
   event_id: EventId,
   status: Type.Enum(['accepted', 'duplicate']),
   type: Type.String(),
-  created_at: timestamp
+  created_at: timestamp,
+  delivery_status: Type.Optional(Type.Enum(['none', 'pending'], { description: 'Accepted events only: whether webhooks matched (GET the event for its current states)' }))
 })
 export type EventAccepted = Static<typeof EventAccepted>
 
@@ -37,6 +42,7 @@ export const Event = Type.Object({
   dedup_id: Type.Union([Type.String(), Type.Null()]),
   source: Type.Union([Type.String(), Type.Null()]),
   status: EventStatus,
+  delivery_status: DeliveryStatus,
   created_at: timestamp,
   acknowledged_at: Type.Union([timestamp, Type.Null()])
 })
@@ -53,6 +59,7 @@ export const BatchResult = Type.Object({
     index: Type.Integer(),
     status: Type.Enum(['accepted', 'duplicate', 'rejected']),
     event_id: Type.Optional(EventId),
+    delivery_status: Type.Optional(Type.Enum(['none', 'pending'], { description: 'Accepted items only: whether webhooks matched' })),
     error: Type.Optional(Type.String())
   })),
   accepted: Type.Integer(),
@@ -78,9 +85,10 @@ export const BulkAckResult = Type.Object({
 
 export const InboxQuery = Type.Object({
   limit: Type.Integer({ minimum: 1, maximum: 100, default: 50 }),
-  cursor: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{1,32}$', description: 'next_cursor of the previous page' })),
+  cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 200, description: 'next_cursor of the previous page' })),
   type: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
-  status: Type.Enum([...EVENT_STATUSES, 'all'], { default: 'pending' }),
+  status: Type.Enum([...EVENT_STATUSES, 'all'], { default: 'pending', description: 'Inbox state to list' }),
+  delivery_status: Type.Optional(DeliveryStatus),
   since: Type.Optional(Type.String({ format: 'date-time', description: 'Only events created at or after this time' }))
 }, { additionalProperties: false })
 export type InboxQuery = Static<typeof InboxQuery>
@@ -88,5 +96,6 @@ export type InboxQuery = Static<typeof InboxQuery>
 export const InboxPage = Type.Object({
   events: Type.Array(Event),
   count: Type.Integer(),
-  next_cursor: Type.Union([Type.String(), Type.Null()], { description: 'Pass as cursor to get the next page; null on the last page' })
+  next_cursor: Type.String({ description: 'Always present: pass as cursor for the next page, also after an empty or last page to tail the inbox' }),
+  has_more: Type.Boolean({ description: 'True when more events are listable right now after this page' })
 })

@@ -1,5 +1,5 @@
 import { Type } from 'typebox'
-import { Payload } from './events.js'
+import { DeliveryStatus, Payload } from './events.js'
 
 const EventId = Type.String({ format: 'uuid' })
 const LeaseId = Type.String({ format: 'uuid', description: 'lease_id returned by POST /api/inbox/lease' })
@@ -23,6 +23,8 @@ export const Lease = Type.Object({
     dedup_id: Type.Union([Type.String(), Type.Null()]),
     source: Type.Union([Type.String(), Type.Null()]),
     created_at: Type.String({ format: 'date-time' }),
+    status: Type.Literal('pending', { description: 'Inbox state: a leased event is pending until acknowledged' }),
+    delivery_status: DeliveryStatus,
     lease_count: Type.Integer({ description: 'How many times this event has been leased, this lease included' })
   }))
 })

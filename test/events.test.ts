@@ -15,7 +15,7 @@ t.test('an accepted event is stored and read back exactly', async (t) => {
   const response = await sendEvent(app, organization, { type: 'order.created:v1_x-y', payload, source: 'shop' })
   t.equal(response.statusCode, 201)
   const body = response.json()
-  t.match(body, { event_id: /^[0-9a-f-]{36}$/, status: 'accepted', type: 'order.created:v1_x-y', created_at: String })
+  t.match(body, { event_id: /^[0-9a-f-]{36}$/, status: 'accepted', type: 'order.created:v1_x-y', created_at: String, delivery_status: 'none' })
   t.equal(response.headers.location, `/api/events/${body.event_id}`)
 
   const read = await app.inject({ method: 'GET', url: `/api/events/${body.event_id}`, headers: organization.headers })
@@ -27,6 +27,7 @@ t.test('an accepted event is stored and read back exactly', async (t) => {
     dedup_id: null,
     source: 'shop',
     status: 'pending',
+    delivery_status: 'none',
     created_at: body.created_at,
     acknowledged_at: null
   })

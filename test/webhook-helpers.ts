@@ -61,9 +61,10 @@ export async function createWebhook (t: Teardown, app: FastifyInstance, organiza
   return webhook
 }
 
-export async function eventStatus (app: FastifyInstance, organization: TestOrganization, eventId: string): Promise<string> {
+/** The event's push state (delivery_status). */
+export async function deliveryStatus (app: FastifyInstance, organization: TestOrganization, eventId: string): Promise<string> {
   const response = await app.inject({ method: 'GET', url: `/api/events/${eventId}`, headers: organization.headers })
-  return response.json<{ status: string }>().status
+  return response.json<{ delivery_status: string }>().delivery_status
 }
 
 async function deleteWebhookRow (id: string): Promise<void> {

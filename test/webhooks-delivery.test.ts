@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process'
 import path from 'node:path'
 import { Webhook } from 'standardwebhooks'
 import { buildTestApp, checkedOutAfterSettling, createOrganization, sendEvent, type TestOrganization } from './helpers.js'
-import { createWebhook, eventStatus, startReceiver, waitFor } from './webhook-helpers.js'
+import { createWebhook, deliveryStatus, startReceiver, waitFor } from './webhook-helpers.js'
 
 // Every app in this file runs a delivery worker with these settings, so whichever worker claims a delivery
 // treats it the same way.
@@ -35,7 +35,7 @@ t.test('a delivery is signed per Standard Webhooks and marks the event delivered
   const { event_id: eventId } = (await sendEvent(app, organization, { type: 'order.created', payload })).json()
 
   await waitFor('the delivery', () => receiver.received.length === 1)
-  await waitFor('event status delivered', async () => await eventStatus(app, organization, eventId) === 'delivered')
+  await waitFor('event delivery_status delivered', async () => await deliveryStatus(app, organization, eventId) === 'delivered')
   const [request] = receiver.received
   if (!request) throw new Error('nothing received')
   t.equal(request.headers['content-type'], 'application/json')
@@ -61,7 +61,7 @@ t.test('workers are woken by new deliveries (events and redeliveries), not by th
   await createWebhook(t, app, organization, { url: receiver.url })
   const { event_id: eventId } = (await sendEvent(app, organization, { type: 'wake.up', payload: {} })).json()
   await waitFor('the first delivery', () => receiver.received.length === 1)
-  await waitFor('event status delivered', async () => await eventStatus(app, organization, eventId) === 'delivered')
+  await waitFor('event delivery_status delivered', async () => await deliveryStatus(app, organization, eventId) === 'delivered')
   const redelivered = await app.inject({ method: 'POST', url: `/api/events/${eventId}/redeliver`, headers: organization.headers, payload: {} })
   t.equal(redelivered.statusCode, 202)
   await waitFor('the redelivery', () => receiver.received.length === 2)
@@ -76,7 +76,7 @@ t.test('a receiver that fails twice then succeeds gets exactly 3 attempts with o
   const webhook = await createWebhook(t, app, organization, { url: receiver.url })
   const { event_id: eventId } = (await sendEvent(app, organization, { type: 'retry.me', payload: {} })).json()
 
-  await waitFor('event status delivered', async () => await eventStatus(app, organization, eventId) === 'delivered')
+  await waitFor('event delivery_status delivered', async () => await deliveryStatus(app, organization, eventId) === 'delivered')
   t.equal(receiver.received.length, 3)
   t.same(new Set(receiver.received.map((request) => request.headers['webhook-id'])), new Set([eventId]))
   const list = await attempts(app, organization, webhook.id)
@@ -96,21 +96,25 @@ t.test('a receiver that always fails exhausts the schedule, fails the event and 
   receiver.respond = (_request, response) => { response.writeHead(503, { 'retry-after': '1' }).end() }
   const webhook = await createWebhook(t, app, organization, { url: receiver.url })
   const first = (await sendEvent(app, organization, { type: 'doomed', payload: { n: 1 } })).json().event_id
-  await waitFor('first event failed', async () => await eventStatus(app, organization, first) === 'failed')
+  await waitFor('first event failed', async () => await deliveryStatus(app, organization, first) === 'failed')
   t.equal(receiver.received.length, 3, 'one attempt per schedule entry')
+  const failedPush = (await app.inject({ method: 'GET', url: '/api/inbox?delivery_status=failed', headers: organization.headers })).json()
+  t.match(failedPush.events, [{ event_id: first, status: 'pending', delivery_status: 'failed' }], 'listed by its push state, still pending in the inbox')
+  const leased = (await app.inject({ method: 'POST', url: '/api/inbox/lease', headers: organization.headers, payload: { limit: 10, lease_seconds: 1 } })).json()
+  t.match(leased.events, [{ event_id: first, status: 'pending', delivery_status: 'failed' }], 'a failed push leaves the event leasable')
   const second = (await sendEvent(app, organization, { type: 'doomed', payload: { n: 2 } })).json().event_id
-  await waitFor('second event failed', async () => await eventStatus(app, organization, second) === 'failed')
+  await waitFor('second event failed', async () => await deliveryStatus(app, organization, second) === 'failed')
 
   const disabled = (await app.inject({ method: 'GET', url: `/api/webhooks/${webhook.id}`, headers: organization.headers })).json()
   t.match(disabled, { enabled: false, disabled_reason: /2 consecutive/ }, 'disabled after 2 exhausted deliveries')
 
   const third = (await sendEvent(app, organization, { type: 'doomed', payload: { n: 3 } })).json().event_id
-  t.equal(await eventStatus(app, organization, third), 'pending', 'a disabled endpoint gets no deliveries')
+  t.equal(await deliveryStatus(app, organization, third), 'none', 'a disabled endpoint gets no deliveries')
   receiver.respond = (_request, response) => { response.writeHead(200).end() }
   const enabled = await app.inject({ method: 'PATCH', url: `/api/webhooks/${webhook.id}`, headers: organization.headers, payload: { enabled: true } })
   t.match(enabled.json(), { enabled: true, disabled_reason: null })
   await app.inject({ method: 'POST', url: `/api/events/${first}/redeliver`, headers: organization.headers })
-  await waitFor('redelivered event delivered', async () => await eventStatus(app, organization, first) === 'delivered')
+  await waitFor('redelivered event delivered', async () => await deliveryStatus(app, organization, first) === 'delivered')
   t.equal(await checkedOutAfterSettling(app), 0, 'no pool client checked out')
 })
 
@@ -124,8 +128,8 @@ t.test('a receiver that hangs past the timeout is a failed attempt and the worke
   await createWebhook(t, app, organization, { url: fast.url, event_types: ['fast'] })
   const slowEvent = (await sendEvent(app, organization, { type: 'slow', payload: {} })).json().event_id
   const fastEvent = (await sendEvent(app, organization, { type: 'fast', payload: {} })).json().event_id
-  await waitFor('fast event delivered', async () => await eventStatus(app, organization, fastEvent) === 'delivered')
-  await waitFor('slow event failed', async () => await eventStatus(app, organization, slowEvent) === 'failed')
+  await waitFor('fast event delivered', async () => await deliveryStatus(app, organization, fastEvent) === 'delivered')
+  await waitFor('slow event failed', async () => await deliveryStatus(app, organization, slowEvent) === 'failed')
   const list = await attempts(app, organization, slowHook.id)
   t.equal(list.deliveries.length, 3)
   t.ok(list.deliveries.every((attempt) => attempt.status === 'failed' && /timed out/.test(attempt.error ?? '')))
@@ -142,7 +146,7 @@ t.test('type filters, tenant isolation and the rotate-secret overlap', async (t)
   await sendEvent(app, organization, { type: 'user.created', payload: {} })
   const rotated = (await app.inject({ method: 'POST', url: `/api/webhooks/${webhook.id}/rotate-secret`, headers: organization.headers })).json()
   const order = (await sendEvent(app, organization, { type: 'order.paid', payload: { total: 10 } })).json().event_id
-  await waitFor('order delivered', async () => await eventStatus(app, organization, order) === 'delivered')
+  await waitFor('order delivered', async () => await deliveryStatus(app, organization, order) === 'delivered')
   t.equal(receiver.received.length, 1, 'only the matching type was delivered')
   t.equal(otherReceiver.received.length, 0, 'another organization\'s endpoint got nothing')
 
@@ -210,7 +214,7 @@ t.test('deliveries claimed by a worker killed with SIGKILL are completed by anot
   receiver.respond = (_request, response) => { response.writeHead(200).end() }
   await workerApp(t)
   await waitFor('every event delivered by the surviving worker', async () => {
-    const statuses = await Promise.all(eventIds.map((id) => eventStatus(app, organization, id)))
+    const statuses = await Promise.all(eventIds.map((id) => deliveryStatus(app, organization, id)))
     return statuses.every((status) => status === 'delivered')
   }, 120_000)
   t.pass('all 10 events delivered after the kill')

@@ -1,28 +1,41 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
-import { acknowledgeEvents, listEvents, quarantineExhausted } from '../../db/events.js'
+import { acknowledgeEvents, listEvents, quarantineExhausted, type InboxFilter, type InboxPosition } from '../../db/events.js'
 import { apiError } from '../../lib/api-error.js'
 import { normalizeIds, toEventBody } from '../../lib/events.js'
 import { organizationOf } from '../../plugins/auth.js'
 import { errorResponses } from '../../schemas/errors.js'
 import { Acknowledged, BulkAckBody, BulkAckResult, EventParams, InboxPage, InboxQuery } from '../../schemas/events.js'
 
-// Cursors are opaque to clients; inside they are the last event's position, base64url-encoded.
-const encodeCursor = (seq: string) => Buffer.from(seq).toString('base64url')
+// Cursors are opaque to clients; inside they are the last event's position "<txid>.<seq>", base64url-encoded.
+const encodeCursor = (position: InboxPosition) => Buffer.from(`${position.txid}.${position.seq}`).toString('base64url')
 
-function decodeCursor (cursor: string | undefined): string {
-  if (cursor === undefined) return '0'
-  const seq = Buffer.from(cursor, 'base64url').toString()
-  if (!/^\d{1,19}$/.test(seq)) throw apiError('badRequest', 'invalid_cursor', 'cursor is not a next_cursor value from this API')
-  return seq
+const START: InboxPosition = { txid: '0', seq: '0' }
+const MAX_TXID = 2n ** 64n - 1n
+const MAX_SEQ = 2n ** 63n - 1n
+
+/**
+ * A cursor that does not parse or is out of range is the client's error. A bare seq is a cursor from before
+ * cursors held the transaction id: every event of that time has txid 0, so it keeps its place.
+ */
+function decodeCursor (cursor: string | undefined): InboxPosition {
+  if (cursor === undefined) return START
+  const match = /^(?:(\d{1,20})\.)?(\d{1,19})$/.exec(Buffer.from(cursor, 'base64url').toString())
+  const txid = match?.[1] ?? '0'
+  const seq = match?.[2]
+  if (seq === undefined || BigInt(txid) > MAX_TXID || BigInt(seq) > MAX_SEQ) {
+    throw apiError('badRequest', 'invalid_cursor', 'cursor is not a next_cursor value from this API')
+  }
+  return { txid: BigInt(txid).toString(), seq: BigInt(seq).toString() }
 }
 
-function inboxFilter (query: InboxQuery) {
+function inboxFilter (query: InboxQuery): InboxFilter {
   return {
     status: query.status === 'all' ? null : query.status,
+    deliveryStatus: query.delivery_status ?? null,
     type: query.type ?? null,
     since: query.since ?? null,
-    afterSeq: decodeCursor(query.cursor),
+    after: decodeCursor(query.cursor),
     limit: query.limit
   }
 }
@@ -38,7 +51,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/inbox', {
     schema: {
       tags: ['inbox'],
-      summary: 'List events oldest first; page with next_cursor',
+      summary: 'List events in commit order; page (or tail) with next_cursor, which never skips an event',
       querystring: InboxQuery,
       response: { 200: InboxPage, ...errorResponses(400, 401) }
     }
@@ -49,11 +62,12 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     if (filter.status !== 'acknowledged') await quarantineExhausted(fastify.pg, organizationId, fastify.config.INBOX_MAX_LEASES)
     const rows = await listEvents(fastify.pg, organizationId, filter)
     const page = rows.slice(0, filter.limit)
-    const last = page.at(-1)
     return {
       events: page.map(toEventBody),
       count: page.length,
-      next_cursor: rows.length > filter.limit && last ? encodeCursor(last.seq) : null
+      // Always a place to resume from: after the last event listed, or where this page started.
+      next_cursor: encodeCursor(page.at(-1) ?? filter.after),
+      has_more: rows.length > filter.limit
     }
   })
 
