@@ -1,16 +1,22 @@
-import { findEventsByDedupKeys, insertEvents, type NewEvent, type StoredEventRef } from '../db/events.js'
+import { findEventsByDedupKeys, insertEvents, type InsertedEvent, type NewEvent, type StoredEventRef } from '../db/events.js'
 import type { Queryable } from '../db/queryable.js'
+import { apiError } from './api-error.js'
 
-export interface IngestOutcome {
-  status: 'accepted' | 'duplicate'
-  event: StoredEventRef
-}
+export type IngestOutcome =
+  | { status: 'accepted', event: InsertedEvent }
+  | { status: 'duplicate', event: StoredEventRef }
 
 export interface GroupCommitOptions {
   /** Longest a write waits for others to join it; 0 = only those arriving in the same event-loop turn. */
   waitMs: number
   /** A group closes at this many events (one write is never split, so a group may hold more). */
   maxEvents: number
+  /** ...or at this many bytes of serialized events. */
+  maxBytes: number
+  /** Events waiting for a group before new writes are refused with 503 overloaded. */
+  maxQueuedEvents: number
+  /** Writes of a refused group retried alone at once (each holds a pool client). */
+  isolatedRetryConcurrency: number
   /** Groups being written at once; later writes queue up and form the next, larger group. */
   maxConcurrentGroups: number
   /** Called after each commit with the events it inserted (not the duplicates) and the deliveries it queued. */
@@ -22,6 +28,7 @@ export interface GroupCommitStats {
   events: number
   largest_group: number
   isolated_failures: number
+  overloaded: number
 }
 
 export interface GroupCommit {
@@ -34,8 +41,43 @@ export interface GroupCommit {
 
 interface PendingWrite {
   events: NewEvent[]
+  /** The events as JSON array elements, serialized when the write was queued. */
+  serialized: string
   resolve: (outcomes: IngestOutcome[]) => void
   reject: (error: unknown) => void
+}
+
+/**
+ * Serializes a write's events when it is queued: anything in it that JSON cannot take (a structure too deep
+ * for the stack, a BigInt) fails this write with a 400 instead of the shared INSERT of its whole group.
+ */
+function serializeWrite (events: NewEvent[]): string {
+  try {
+    return events.map((event) => JSON.stringify(event)).join(',')
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error)
+    throw apiError('badRequest', 'invalid_payload', `the event cannot be serialized as JSON: ${reason}`)
+  }
+}
+
+// Seconds a client is asked to wait when the ingest queue is full: groups drain in milliseconds.
+const OVERLOADED_RETRY_AFTER_SECONDS = 1
+
+function overloaded (): Error {
+  return Object.assign(apiError('serviceUnavailable', 'overloaded', 'Too many events are waiting to be stored; retry shortly'),
+    { headers: { 'retry-after': String(OVERLOADED_RETRY_AFTER_SECONDS) } })
+}
+
+/** Runs `task` over `items` with at most `limit` running at once. */
+async function forEachLimited<T> (items: T[], limit: number, task: (item: T) => Promise<void>): Promise<void> {
+  let next = 0
+  const lane = async () => {
+    while (next < items.length) {
+      const item = items[next++]
+      if (item !== undefined) await task(item)
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane))
 }
 
 // Errors caused by one row's data (22 data exception, 23 constraint, 54 limit exceeded) or by an unlucky
@@ -50,24 +92,47 @@ function isIsolatable (error: unknown): boolean {
 const dedupKey = (organizationId: string, dedupId: string) => `${organizationId}\u0000${dedupId}`
 
 /**
- * Maps a committed INSERT back to each write: inserted rows are accepted, rows skipped by ON CONFLICT are
- * resolved to their originals (also when the original came earlier in the same group).
+ * Answers each write of a committed INSERT: inserted rows are accepted, rows skipped by ON CONFLICT are
+ * resolved to their originals (also when the original came earlier in the same group). After the commit
+ * nothing may be retried (that could store an event twice), so if looking the originals up fails, only the
+ * writes that had duplicates fail; the others are answered.
  */
-async function outcomesOf (db: Queryable, writes: PendingWrite[], inserted: Map<string, StoredEventRef>): Promise<IngestOutcome[][]> {
-  const skipped = writes.flatMap((write) => write.events).flatMap((event) =>
-    inserted.has(event.id) || event.dedup_id === null ? [] : [{ organization_id: event.organization_id, dedup_id: event.dedup_id }])
-  const originals = new Map(skipped.length === 0
-    ? []
-    : (await findEventsByDedupKeys(db, skipped)).map((row) => [dedupKey(row.organization_id, row.dedup_id ?? ''), row]))
+async function answer (db: Queryable, writes: PendingWrite[], inserted: Map<string, InsertedEvent>): Promise<void> {
+  const isSkipped = (event: NewEvent) => !inserted.has(event.id)
+  const withDuplicates = writes.filter((write) => write.events.some(isSkipped))
+  const originals = new Map<string, StoredEventRef>()
+  let lookupError: unknown
+  const skipped = withDuplicates.flatMap((write) => write.events).flatMap((event) =>
+    !isSkipped(event) || event.dedup_id === null ? [] : [{ organization_id: event.organization_id, dedup_id: event.dedup_id }])
+  if (skipped.length > 0) {
+    try {
+      for (const row of await findEventsByDedupKeys(db, skipped)) {
+        const { organization_id: organizationId, ...original } = row
+        originals.set(dedupKey(organizationId, row.dedup_id ?? ''), original)
+      }
+    } catch (error) {
+      lookupError = error
+    }
+  }
   const outcomeOf = (event: NewEvent): IngestOutcome => {
     const stored = inserted.get(event.id)
     if (stored) return { status: 'accepted', event: stored }
     const original = event.dedup_id === null ? undefined : originals.get(dedupKey(event.organization_id, event.dedup_id))
     // Unreachable unless the unique constraint is gone: a skipped row always has an original.
     if (!original) throw new Error(`event ${event.id} was neither inserted nor a duplicate`)
-    return { status: 'duplicate', event: { id: original.id, dedup_id: original.dedup_id, type: original.type, created_at: original.created_at } }
+    return { status: 'duplicate', event: original }
   }
-  return writes.map((write) => write.events.map(outcomeOf))
+  for (const write of writes) {
+    if (lookupError !== undefined && withDuplicates.includes(write)) {
+      write.reject(lookupError)
+      continue
+    }
+    try {
+      write.resolve(write.events.map(outcomeOf))
+    } catch (error) {
+      write.reject(error)
+    }
+  }
 }
 
 /**
@@ -82,14 +147,17 @@ export function createGroupCommit (db: Queryable, options: GroupCommitOptions): 
   let scheduled: { cancel: () => void } | undefined
   let inFlight = 0
   let idleWaiters: Array<() => void> = []
-  const totals: GroupCommitStats = { groups: 0, events: 0, largest_group: 0, isolated_failures: 0 }
+  const totals: GroupCommitStats = { groups: 0, events: 0, largest_group: 0, isolated_failures: 0, overloaded: 0 }
 
-  /** The oldest writes that fit in maxEvents (at least one), and how many events they hold. */
+  /** The oldest writes that fit in maxEvents and maxBytes (at least one), and how many events they hold. */
   const takeGroup = (): { group: PendingWrite[], size: number } => {
     let count = 0
     let size = 0
-    while (count < queue.length && (count === 0 || size + (queue[count]?.events.length ?? 0) <= options.maxEvents)) {
-      size += queue[count]?.events.length ?? 0
+    let bytes = 0
+    const fits = (write: PendingWrite) => size + write.events.length <= options.maxEvents && bytes + write.serialized.length <= options.maxBytes
+    for (let write = queue[0]; write !== undefined && (count === 0 || fits(write)); write = queue[count]) {
+      size += write.events.length
+      bytes += write.serialized.length
       count++
     }
     const group = queue.slice(0, count)
@@ -99,46 +167,39 @@ export function createGroupCommit (db: Queryable, options: GroupCommitOptions): 
   }
 
   /** One INSERT (one round trip, one commit) for all the writes' events; announces what it inserted. */
-  const insertWrites = async (writes: PendingWrite[]): Promise<Map<string, StoredEventRef>> => {
-    const events = writes.flatMap((write) => write.events)
-    const result = await insertEvents(db, events)
+  const insertWrites = async (writes: PendingWrite[]): Promise<Map<string, InsertedEvent>> => {
+    const result = await insertEvents(db, `[${writes.map((write) => write.serialized).join(',')}]`)
     const inserted = new Map(result.inserted.map((row) => [row.id, row]))
-    if (inserted.size > 0) options.onCommitted?.(events.filter((event) => inserted.has(event.id)), result.outboxRows)
+    if (inserted.size > 0) {
+      const events = writes.flatMap((write) => write.events)
+      options.onCommitted?.(events.filter((event) => inserted.has(event.id)), result.outboxRows)
+    }
     return inserted
   }
 
-  /** After the commit nothing may be retried (that could store an event twice): a failure fails the writes. */
-  const answer = async (writes: PendingWrite[], inserted: Map<string, StoredEventRef>) => {
-    try {
-      const outcomes = await outcomesOf(db, writes, inserted)
-      writes.forEach((write, index) => write.resolve(outcomes[index] ?? []))
-    } catch (error) {
-      for (const write of writes) write.reject(error)
-    }
-  }
-
   const writeAlone = async (write: PendingWrite) => {
-    let inserted: Map<string, StoredEventRef>
+    let inserted: Map<string, InsertedEvent>
     try {
       inserted = await insertWrites([write])
     } catch (error) {
       totals.isolated_failures++
       return write.reject(error)
     }
-    await answer([write], inserted)
+    await answer(db, [write], inserted)
   }
 
   const writeGroup = async (group: PendingWrite[]) => {
-    let inserted: Map<string, StoredEventRef>
+    let inserted: Map<string, InsertedEvent>
     try {
       inserted = await insertWrites(group)
     } catch (error) {
-      // The statement failed as a whole; one bad write must not fail the others, so each is retried alone.
-      if (group.length > 1 && isIsolatable(error)) await Promise.all(group.map(writeAlone))
+      // The statement failed as a whole; one bad write must not fail the others, so each is retried alone,
+      // a few at a time so a burst of bad writes cannot take every pool client.
+      if (group.length > 1 && isIsolatable(error)) await forEachLimited(group, options.isolatedRetryConcurrency, writeAlone)
       else for (const write of group) write.reject(error)
       return
     }
-    await answer(group, inserted)
+    await answer(db, group, inserted)
   }
 
   const flush = () => {
@@ -179,7 +240,11 @@ export function createGroupCommit (db: Queryable, options: GroupCommitOptions): 
   return {
     write: (events) => new Promise<IngestOutcome[]>((resolve, reject) => {
       if (events.length === 0) return resolve([])
-      queue.push({ events, resolve, reject })
+      if (queuedEvents > 0 && queuedEvents + events.length > options.maxQueuedEvents) {
+        totals.overloaded++
+        return reject(overloaded())
+      }
+      queue.push({ events, serialized: serializeWrite(events), resolve, reject })
       queuedEvents += events.length
       if (queuedEvents >= options.maxEvents) flush()
       else schedule()

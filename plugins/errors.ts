@@ -41,6 +41,7 @@ function describe (error: FastifyError & { sqlState?: string }): ErrorBody {
     return errorBody(503, 'database_unavailable', 'The database is not reachable right now; retry shortly')
   }
   const statusCode = error.statusCode ?? 500
+  if (statusCode === 503 && code === 'overloaded') return errorBody(503, code, error.message)
   if (statusCode >= 500) return errorBody(statusCode, 'internal_error', 'Something went wrong on our side; it has been logged')
   if (statusCode === 400 && error instanceof SyntaxError) return errorBody(400, 'invalid_json', `Body is not valid JSON: ${error.message}`)
   const stableCode = FRAMEWORK_CODES[code] ?? (/^[a-z][a-z0-9_]*$/.test(code) ? code : snakeCase(STATUS_CODES[statusCode] ?? 'error'))
@@ -54,8 +55,11 @@ function describe (error: FastifyError & { sqlState?: string }): ErrorBody {
 export default fp(async (fastify) => {
   fastify.setErrorHandler((error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
     const body = describe(error)
-    if (body.statusCode >= 500) request.log.error({ err: error }, 'request failed')
+    if (body.statusCode >= 500 && body.code !== 'overloaded') request.log.error({ err: error }, 'request failed')
     else request.log.info({ code: body.code, message: body.message }, 'request rejected')
+    // Errors may carry headers of their answer (Retry-After on 503 overloaded).
+    const { headers } = error as { headers?: unknown }
+    if (headers !== null && typeof headers === 'object') reply.headers(headers)
     return reply.code(body.statusCode).send(body)
   })
 

@@ -25,6 +25,9 @@ export default fp(async (fastify) => {
     waitMs: fastify.config.INGEST_GROUP_WAIT_MS,
     maxEvents: fastify.config.INGEST_GROUP_MAX_EVENTS,
     maxConcurrentGroups: fastify.config.INGEST_GROUP_CONCURRENCY,
+    maxBytes: fastify.config.INGEST_GROUP_MAX_BYTES,
+    maxQueuedEvents: fastify.config.INGEST_QUEUE_MAX_EVENTS,
+    isolatedRetryConcurrency: fastify.config.INGEST_ISOLATED_RETRY_CONCURRENCY,
     onCommitted: (inserted, outboxRows) => {
       const counts = new Map<string, number>()
       for (const event of inserted) counts.set(event.organization_id, (counts.get(event.organization_id) ?? 0) + 1)

@@ -1,7 +1,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { findEvent } from '../../db/events.js'
 import { apiError } from '../../lib/api-error.js'
-import { ingestEvents, isStorableJson, toEventBody } from '../../lib/events.js'
+import { ingestEvents, isStorableJson, nestsDeeperThan, toEventBody } from '../../lib/events.js'
+import type { IngestOutcome } from '../../lib/group-commit.js'
 import { organizationOf } from '../../plugins/auth.js'
 import { errorResponses } from '../../schemas/errors.js'
 import {
@@ -13,13 +14,24 @@ const validateEventInput = compileBodyValidator<EventInput>(EventInput)
 
 type BatchItemResult = BatchResult['results'][number]
 
-function checkBatchItem (item: unknown): { input: EventInput } | { error: string } {
+const tooDeep = (maxDepth: number) => `payload nests objects and arrays deeper than ${maxDepth} levels (PAYLOAD_MAX_DEPTH)`
+
+function checkBatchItem (item: unknown, maxDepth: number): { input: EventInput } | { error: string } {
   if (!validateEventInput(item)) {
     const [first] = validateEventInput.errors ?? []
     return { error: first ? `${first.instancePath || 'event'} ${first.message ?? 'is invalid'}` : 'invalid event' }
   }
+  // Depth first: the storability scan below recurses, and is only safe on a bounded depth.
+  if (nestsDeeperThan(item.payload, maxDepth)) return { error: tooDeep(maxDepth) }
   if (!isStorableJson(item.payload)) return { error: 'payload contains \\u0000 or an unpaired surrogate, which PostgreSQL cannot store' }
   return { input: item }
+}
+
+/** What an answer says of one stored event: accepted ones tell whether webhooks matched. */
+function outcomeBody (outcome: IngestOutcome) {
+  return outcome.status === 'accepted'
+    ? { status: outcome.status, event_id: outcome.event.id, delivery_status: outcome.event.delivery_status }
+    : { status: outcome.status, event_id: outcome.event.id }
 }
 
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
@@ -38,11 +50,13 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     if (headerKey !== undefined && bodyKey !== undefined && headerKey !== bodyKey) {
       throw apiError('badRequest', 'dedup_id_mismatch', 'Idempotency-Key header and body dedup_id differ; send one or make them equal')
     }
+    const maxDepth = fastify.config.PAYLOAD_MAX_DEPTH
+    if (nestsDeeperThan(request.body.payload, maxDepth)) throw apiError('badRequest', 'payload_too_deep', tooDeep(maxDepth))
     // Unstorable text (\u0000, lone surrogates) is left for PostgreSQL to refuse (mapped to 400), sparing a scan.
     const [outcome] = await ingestEvents(fastify.groupCommit, fastify.dedup, organization.id, [{ ...request.body, dedup_id: bodyKey ?? headerKey }])
     if (!outcome) throw new Error('ingest returned no outcome')
     const { event } = outcome
-    const body = { event_id: event.id, status: outcome.status, type: event.type, created_at: event.created_at.toISOString() }
+    const body = { ...outcomeBody(outcome), type: event.type, created_at: event.created_at.toISOString() }
     if (outcome.status === 'duplicate') return reply.code(200).send(body)
     return reply.code(201).header('location', `/api/events/${event.id}`).send(body)
   })
@@ -59,14 +73,14 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     const results: BatchItemResult[] = []
     const valid: Array<{ index: number, input: EventInput }> = []
     request.body.events.forEach((item, index) => {
-      const checked = checkBatchItem(item)
+      const checked = checkBatchItem(item, fastify.config.PAYLOAD_MAX_DEPTH)
       if ('input' in checked) valid.push({ index, input: checked.input })
       else results[index] = { index, status: 'rejected', error: checked.error }
     })
     const outcomes = await ingestEvents(fastify.groupCommit, fastify.dedup, organization.id, valid.map(({ input }) => input))
     outcomes.forEach((outcome, position) => {
       const index = valid[position]?.index ?? position
-      results[index] = { index, status: outcome.status, event_id: outcome.event.id }
+      results[index] = { index, ...outcomeBody(outcome) }
     })
     const count = (status: BatchItemResult['status']) => results.filter((result) => result.status === status).length
     return { results, accepted: count('accepted'), duplicates: count('duplicate'), rejected: count('rejected') }
