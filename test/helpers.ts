@@ -43,9 +43,13 @@ function removeOrganizationsOnClose (app: FastifyInstance): void {
   })
 }
 
-/** A full app on the suite's database, closed when the test ends; `extend` may add test-only routes. */
+/**
+ * A full app on the suite's database (or overrides.DATABASE_URL), closed when the test ends; `extend` may add
+ * test-only routes.
+ */
 export async function buildTestApp (t: Teardown, overrides: Record<string, string> = {}, extend?: (app: FastifyInstance) => void): Promise<FastifyInstance> {
-  const app = await buildApp({ config: testConfig(overrides), databaseUrl: databaseUrl as string })
+  const config = testConfig(overrides)
+  const app = await buildApp({ config, databaseUrl: config.DATABASE_URL ?? databaseUrl as string })
   t.teardown(() => app.close())
   removeOrganizationsOnClose(app)
   extend?.(app)
@@ -83,4 +87,14 @@ export async function checkedOutAfterSettling (app: FastifyInstance): Promise<nu
   const deadline = Date.now() + 5000
   while (checkedOut() > 0 && Date.now() < deadline) await sleep(20)
   return checkedOut()
+}
+
+/**
+ * The suite's database URL with every connection made through it named `applicationName` (the URL's
+ * parameter wins over the app's own name), so a test can find, or cut, exactly its app's connections.
+ */
+export function taggedDatabaseUrl (applicationName: string): string {
+  const url = new URL(databaseUrl as string)
+  url.searchParams.set('application_name', applicationName)
+  return url.toString()
 }

@@ -26,7 +26,8 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
           groups: Type.Integer({ description: 'shared INSERT statements written' }),
           events: Type.Integer({ description: 'events they carried' }),
           largest_group: Type.Integer(),
-          isolated_failures: Type.Integer({ description: 'writes that failed when retried alone after their group failed' })
+          isolated_failures: Type.Integer({ description: 'writes that failed when retried alone after their group failed' }),
+          overloaded: Type.Integer({ description: 'writes refused with 503 overloaded because the queue was full' })
         })
       }
     }
