@@ -22,18 +22,18 @@ export interface ClaimedDelivery {
   previous_secret_until: Date | null
 }
 
-export interface AttemptRecord {
-  deliveryId: string
-  webhookId: string
-  eventId: string
+/** One finished attempt, as the worker hands it over for recording. */
+export interface AttemptOutcome {
+  delivery_id: string
+  event_id: string
   attempt: number
   succeeded: boolean
-  responseStatus: number | null
+  response_status: number | null
   error: string | null
-  durationMs: number
+  duration_ms: number
+  attempted_at: Date
   /** When to try again; null when this attempt ends the delivery (success or no attempts left). */
-  nextAttemptAt: Date | null
-  disableAfterFailures: number
+  next_attempt_at: Date | null
 }
 
 export interface AttemptRow {
@@ -48,74 +48,124 @@ export interface AttemptRow {
   id: string
 }
 
+export interface ClaimRequest {
+  /** Rows to claim at most. */
+  limit: number
+  claimSeconds: number
+  /** Per-endpoint room for this worker where it differs from `defaultCapacity` (0 = claim nothing for it). */
+  capacities: Array<[webhookId: string, capacity: number]>
+  defaultCapacity: number
+}
+
 /**
- * Claims due deliveries of enabled endpoints for `claimSeconds`. SKIP LOCKED keeps concurrent workers on
- * disjoint rows; the claim lapses by itself if this worker dies, returning the rows to the queue.
+ * Claims due deliveries of enabled endpoints for `claimSeconds`, at most each endpoint's capacity, taking
+ * endpoints in turn (every endpoint's oldest due delivery before anyone's second), so one endpoint's backlog
+ * cannot crowd out another's new deliveries. SKIP LOCKED keeps concurrent workers on disjoint rows; the claim
+ * lapses by itself if this worker dies, returning the rows to the queue. Payloads come with the claim, so
+ * memory is bounded by `limit`.
  */
-export async function claimDeliveries (db: Queryable, limit: number, claimSeconds: number, skipWebhookIds: string[]): Promise<ClaimedDelivery[]> {
+export async function claimDeliveries (db: Queryable, request: ClaimRequest): Promise<ClaimedDelivery[]> {
   const { rows } = await db.query<ClaimedDelivery>({
     name: 'claim-deliveries',
-    text: `WITH due AS (
-             SELECT d.id FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
-             WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-               AND (d.claimed_until IS NULL OR d.claimed_until < now())
-               AND w.enabled AND NOT (d.webhook_id = ANY($3::uuid[]))
-             ORDER BY d.next_attempt_at
-             LIMIT $1
-             FOR UPDATE OF d SKIP LOCKED
+    text: `WITH capacity AS (
+             SELECT * FROM unnest($3::uuid[], $4::int[]) AS c (webhook_id, room)
+           ), due AS (
+             SELECT d.id, row_number() OVER (PARTITION BY d.webhook_id ORDER BY d.next_attempt_at) AS turn, d.next_attempt_at
+             FROM webhooks w
+             CROSS JOIN LATERAL (
+               SELECT d.id, d.webhook_id, d.next_attempt_at FROM deliveries d
+               WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= now()
+                 AND (d.claimed_until IS NULL OR d.claimed_until < now())
+               ORDER BY d.next_attempt_at
+               LIMIT coalesce((SELECT room FROM capacity WHERE capacity.webhook_id = w.id), $5)
+               FOR UPDATE OF d SKIP LOCKED
+             ) d
+             WHERE w.enabled
+           ), chosen AS (
+             SELECT id FROM due ORDER BY turn, next_attempt_at LIMIT $1
            )
            UPDATE deliveries d SET claimed_until = now() + make_interval(secs => $2)
-           FROM due, events e, webhooks w
-           WHERE d.id = due.id AND e.id = d.event_id AND w.id = d.webhook_id
+           FROM chosen, events e, webhooks w
+           WHERE d.id = chosen.id AND e.id = d.event_id AND w.id = d.webhook_id
            RETURNING d.id, d.event_id, d.webhook_id, d.attempts, e.type, e.payload, w.url, w.secret, w.previous_secret, w.previous_secret_until`,
-    values: [limit, claimSeconds, skipWebhookIds]
+    values: [request.limit, request.claimSeconds, request.capacities.map(([id]) => id), request.capacities.map(([, room]) => room), request.defaultCapacity]
   })
   return rows
 }
 
-/** Gives claimed deliveries back without an attempt (shutdown, or more than an endpoint may take at once). */
+/** Gives claimed deliveries back without an attempt (shutdown). */
 export async function releaseClaims (db: Queryable, ids: string[]): Promise<void> {
   if (ids.length === 0) return
   await db.query('UPDATE deliveries SET claimed_until = NULL WHERE id = ANY($1::uuid[]) AND status = \'pending\'', [ids])
 }
 
 /**
- * Records one attempt and its consequences; run inside a transaction. The event row is locked first so that
- * deliveries of one event finishing at once agree on the event's delivery_status.
+ * Records a batch of finished attempts in one statement; run inside a transaction. It updates the deliveries
+ * (retry time, or delivered / failed), logs the attempts, moves endpoints' failure streaks (disabling an
+ * endpoint after `disableAfterFailures` consecutive failed deliveries) and sets the delivery_status of events
+ * whose deliveries finished, from each endpoint's latest delivery. Those events' rows are locked first, in id
+ * order, so that workers finishing deliveries of one event at once agree on its state (the second waits for
+ * the first and then sees its result); events still being retried are not locked.
  */
-export async function recordAttempt (db: Queryable, record: AttemptRecord): Promise<void> {
-  const finished = record.succeeded || record.nextAttemptAt === null
-  const deliveryStatus = record.succeeded ? 'delivered' : finished ? 'failed' : 'pending'
-  await db.query('SELECT 1 FROM events WHERE id = $1 FOR UPDATE', [record.eventId])
-  const updated = await db.query(
-    `UPDATE deliveries SET attempts = $2, status = $3, next_attempt_at = coalesce($4, next_attempt_at), claimed_until = NULL
-     WHERE id = $1 AND status = 'pending'`,
-    [record.deliveryId, record.attempt, deliveryStatus, record.nextAttemptAt])
-  // Deleted with its webhook meanwhile: nothing left to record.
-  if (updated.rowCount === 0) return
-  await db.query(
-    `INSERT INTO delivery_attempts (delivery_id, webhook_id, event_id, attempt, status, response_status, error, duration_ms, next_attempt_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-    [record.deliveryId, record.webhookId, record.eventId, record.attempt, record.succeeded ? 'succeeded' : 'failed',
-      record.responseStatus, record.error, record.durationMs, record.nextAttemptAt])
-  if (!finished) return
-  await db.query(
-    `UPDATE webhooks SET
-       consecutive_failures = CASE WHEN $2 THEN 0 ELSE consecutive_failures + 1 END,
-       enabled = enabled AND ($2 OR $3 = 0 OR consecutive_failures + 1 < $3),
-       disabled_reason = CASE WHEN enabled AND NOT $2 AND $3 > 0 AND consecutive_failures + 1 >= $3
-                              THEN format('disabled after %s consecutive failed deliveries', $3) ELSE disabled_reason END
-     -- A success with no failure streak changes nothing: skip it, so busy endpoints' rows are not a lock hot spot.
-     WHERE id = $1 AND (NOT $2 OR consecutive_failures > 0)`,
-    [record.webhookId, record.succeeded, record.disableAfterFailures])
-  // Only each endpoint's latest delivery counts, so a successful redelivery supersedes an exhausted one.
-  // The push state only: the inbox state (status) is the consumers' and never changes here.
-  await db.query(
-    `UPDATE events SET delivery_status = (
-       SELECT CASE WHEN bool_or(status = 'failed') THEN 'failed' WHEN bool_or(status = 'pending') THEN 'pending' ELSE 'delivered' END
-       FROM (SELECT DISTINCT ON (webhook_id) status FROM deliveries WHERE event_id = $1 ORDER BY webhook_id, created_at DESC) AS latest)
-     WHERE id = $1`,
-    [record.eventId])
+export async function recordAttempts (db: Queryable, outcomes: AttemptOutcome[], disableAfterFailures: number): Promise<void> {
+  const finishedEvents = [...new Set(outcomes.filter((outcome) => outcome.next_attempt_at === null).map((outcome) => outcome.event_id))]
+  if (finishedEvents.length > 0) {
+    await db.query({ name: 'lock-finished-events', text: 'SELECT 1 FROM events WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE', values: [finishedEvents] })
+  }
+  await db.query({
+    name: 'record-attempts',
+    text: `WITH outcome AS (
+             SELECT * FROM jsonb_to_recordset($1::jsonb) AS o (delivery_id uuid, attempt int, succeeded boolean, response_status int,
+               error text, duration_ms int, attempted_at timestamptz, next_attempt_at timestamptz)
+           ), updated AS (
+             UPDATE deliveries d SET attempts = o.attempt, claimed_until = NULL,
+               status = CASE WHEN o.succeeded THEN 'delivered' WHEN o.next_attempt_at IS NULL THEN 'failed' ELSE 'pending' END,
+               next_attempt_at = coalesce(o.next_attempt_at, d.next_attempt_at)
+             FROM outcome o
+             -- A delivery deleted with its webhook meanwhile has nothing left to record.
+             WHERE d.id = o.delivery_id AND d.status = 'pending'
+             RETURNING d.id, d.event_id, d.webhook_id, d.status
+           ), logged AS (
+             INSERT INTO delivery_attempts (delivery_id, webhook_id, event_id, attempt, status, response_status, error, duration_ms, attempted_at, next_attempt_at)
+             SELECT u.id, u.webhook_id, u.event_id, o.attempt, CASE WHEN o.succeeded THEN 'succeeded' ELSE 'failed' END,
+                    o.response_status, o.error, o.duration_ms, o.attempted_at, o.next_attempt_at
+             FROM updated u JOIN outcome o ON o.delivery_id = u.id
+           ), finished AS (
+             SELECT u.webhook_id, u.event_id, o.succeeded, o.attempted_at,
+                    max(o.attempted_at) FILTER (WHERE o.succeeded) OVER (PARTITION BY u.webhook_id) AS last_success
+             FROM updated u JOIN outcome o ON o.delivery_id = u.id
+             WHERE u.status <> 'pending'
+           ), streaks AS (
+             -- Per endpoint: did a delivery succeed (the streak restarts), and how many failed after the last success.
+             SELECT webhook_id, bool_or(succeeded) AS reset,
+                    count(*) FILTER (WHERE NOT succeeded AND (last_success IS NULL OR attempted_at > last_success))::int AS failures
+             FROM finished GROUP BY webhook_id
+           ), streaked AS (
+             SELECT w.id, w.enabled, CASE WHEN s.reset THEN s.failures ELSE w.consecutive_failures + s.failures END AS streak
+             FROM webhooks w JOIN streaks s ON s.webhook_id = w.id
+             -- Successes with no failure streak change nothing: skip them, so busy endpoints' rows are not a lock hot spot.
+             WHERE s.failures > 0 OR w.consecutive_failures > 0
+           ), webhooks_updated AS (
+             UPDATE webhooks w SET consecutive_failures = s.streak,
+               enabled = w.enabled AND NOT ($2 > 0 AND s.streak >= $2),
+               disabled_reason = CASE WHEN w.enabled AND $2 > 0 AND s.streak >= $2
+                                      THEN format('disabled after %s consecutive failed deliveries', $2) ELSE w.disabled_reason END
+             FROM streaked s WHERE w.id = s.id
+           ), event_states AS (
+             -- Each endpoint's latest delivery decides; this statement's own updates are not visible to its reads,
+             -- so they are laid over the rows read.
+             SELECT latest.event_id,
+                    CASE WHEN bool_or(state = 'failed') THEN 'failed' WHEN bool_or(state = 'pending') THEN 'pending' ELSE 'delivered' END AS state
+             FROM (SELECT DISTINCT ON (d.event_id, d.webhook_id) d.event_id, coalesce(u.status, d.status) AS state
+                   FROM deliveries d LEFT JOIN updated u ON u.id = d.id
+                   WHERE d.event_id IN (SELECT event_id FROM finished)
+                   ORDER BY d.event_id, d.webhook_id, d.created_at DESC) AS latest
+             GROUP BY latest.event_id
+           )
+           UPDATE events e SET delivery_status = s.state FROM event_states s
+           WHERE e.id = s.event_id AND e.delivery_status <> s.state`,
+    values: [JSON.stringify(outcomes), disableAfterFailures]
+  })
 }
 
 /** Queues the event again to its matching enabled webhooks (or just `webhookId`); returns how many. */

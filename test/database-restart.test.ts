@@ -73,7 +73,7 @@ t.test('a connection cut while a transaction holds it between statements fails t
       await sleep(100)
       await client.query('SELECT 2')
     })
-    await t.rejects(outcome, {}, `round ${round}: the transaction fails`)
+    await t.rejects(outcome, `round ${round}: the transaction fails`)
   }
   t.equal((await app.inject({ method: 'GET', url: '/health/ready' })).statusCode, 200, 'the app answers after')
   t.equal(await checkedOutAfterSettling(app), 0, 'no pool client checked out')

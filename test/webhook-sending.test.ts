@@ -1,6 +1,6 @@
 import t from 'tap'
 import { nextRetryDelayMs, parseRetryAfter, parseRetrySchedule } from '../lib/webhooks/retry-schedule.js'
-import { sendWebhook } from '../lib/webhooks/send.js'
+import { createWebhookSender } from '../lib/webhooks/send.js'
 import { signWebhook } from '../lib/webhooks/signing.js'
 import { startReceiver } from './webhook-helpers.js'
 
@@ -24,19 +24,27 @@ t.test('retry delays follow the schedule with at most 10 % jitter and honour Ret
 t.test('sending refuses private addresses unless allowed, and treats redirects as failures', async (t) => {
   const receiver = await startReceiver(t)
   const request = signWebhook('msg_1', 'x', {}, ['whsec_' + Buffer.alloc(24, 1).toString('base64')])
-  const signal = new AbortController().signal
-  const refused = await sendWebhook(receiver.url, request, { timeoutMs: 1000, allowPrivateUrls: false, signal })
+  const guarded = createWebhookSender({ timeoutMs: 1000, allowPrivateUrls: false, connectionsPerOrigin: 2 })
+  const open = createWebhookSender({ timeoutMs: 1000, allowPrivateUrls: true, connectionsPerOrigin: 2 })
+  const quick = createWebhookSender({ timeoutMs: 200, allowPrivateUrls: true, connectionsPerOrigin: 2 })
+  t.teardown(() => Promise.all([guarded.close(), open.close(), quick.close()]))
+  const refused = await guarded.send(receiver.url, request)
   t.match(refused, { succeeded: false, responseStatus: null, error: /refused.*non-public/ })
+  const byName = await guarded.send(receiver.url.replace('127.0.0.1', 'localhost'), request)
+  t.match(byName, { succeeded: false, responseStatus: null, error: /refused.*non-public/ }, 'a name resolving to loopback is refused at connect time')
   t.equal(receiver.received.length, 0, 'nothing was sent')
   for (const url of ['http://169.254.169.254/latest/meta-data', 'http://[::ffff:127.0.0.1]/', 'http://10.0.0.1/']) {
-    t.match(await sendWebhook(url, request, { timeoutMs: 1000, allowPrivateUrls: false, signal }), { succeeded: false, error: /refused/ }, url)
+    t.match(await guarded.send(url, request), { succeeded: false, error: /refused/ }, url)
   }
 
   receiver.respond = (_request, response) => { response.writeHead(302, { location: 'http://example.com/' }).end() }
-  const redirected = await sendWebhook(receiver.url, request, { timeoutMs: 1000, allowPrivateUrls: true, signal })
-  t.match(redirected, { succeeded: false, responseStatus: 302 })
+  const redirected = await open.send(receiver.url, request)
+  t.match(redirected, { succeeded: false, responseStatus: 302, congested: false })
+
+  receiver.respond = (_request, response) => { response.writeHead(503, { 'retry-after': '7' }).end() }
+  t.match(await open.send(receiver.url, request), { succeeded: false, responseStatus: 503, congested: true, retryAfterSeconds: 7 })
 
   receiver.respond = () => {}
-  const hung = await sendWebhook(receiver.url, request, { timeoutMs: 200, allowPrivateUrls: true, signal })
-  t.match(hung, { succeeded: false, responseStatus: null, error: /timed out after 200 ms/ })
+  const hung = await quick.send(receiver.url, request)
+  t.match(hung, { succeeded: false, responseStatus: null, congested: true, error: /timed out after 200 ms/ })
 })

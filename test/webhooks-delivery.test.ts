@@ -186,7 +186,7 @@ t.test('two workers and an API deliver 500 events to 5 endpoints exactly once ea
     t.same(new Set(ids), new Set(eventIds))
   }
   await waitFor('all events delivered', async () => {
-    const { rows } = await api.pg.query<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE id = ANY($1::uuid[]) AND status = \'delivered\'', [eventIds])
+    const { rows } = await api.pg.query<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE id = ANY($1::uuid[]) AND delivery_status = \'delivered\'', [eventIds])
     return rows[0]?.n === 500
   })
 })

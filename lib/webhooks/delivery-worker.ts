@@ -1,10 +1,12 @@
+import { setMaxListeners } from 'node:events'
 import type { Pool } from 'pg'
-import { DELIVERIES_CHANNEL, claimDeliveries, recordAttempt, releaseClaims, type ClaimedDelivery } from '../../db/deliveries.js'
+import { DELIVERIES_CHANNEL, claimDeliveries, recordAttempts, releaseClaims, type AttemptOutcome, type ClaimedDelivery } from '../../db/deliveries.js'
 import { inTransaction } from '../../db/transaction.js'
-import type { Notifications } from '../listener.js'
-import { nextRetryDelayMs, parseRetrySchedule, type RetrySchedule } from './retry-schedule.js'
 import type { Config } from '../../plugins/config.js'
-import { sendWebhook } from './send.js'
+import type { Notifications } from '../listener.js'
+import { EndpointLimits, type EndpointSignal } from './endpoint-limits.js'
+import { nextRetryDelayMs, parseRetrySchedule, type RetrySchedule } from './retry-schedule.js'
+import { createWebhookSender, type WebhookSender } from './send.js'
 import { activeSecrets, signWebhook } from './signing.js'
 
 export interface DeliveryWorkerOptions {
@@ -16,31 +18,59 @@ export interface DeliveryWorkerOptions {
   timeoutMs: number
   allowPrivateUrls: boolean
   disableAfterFailures: number
+  /** Sends in flight to one endpoint to start with; it adapts between 1 and endpointMaxConcurrency. */
   endpointConcurrency: number
+  endpointMaxConcurrency: number
   workerConcurrency: number
   claimSeconds: number
   pollIntervalMs: number
 }
 
-const CLAIM_BATCH = 50
+// Rows one claim takes at most, and how long a woken worker lets finished sends gather before claiming their
+// room again: one claim then refills many slots instead of one per finished send.
+const MAX_CLAIM = 500
+const CLAIM_GATHER_MS = 2
+// Finished attempts are recorded together: at this many, or this long after the first of a batch.
+const RECORD_BATCH = 250
+const RECORD_DELAY_MS = 5
+// A recording that collides with another worker's (deadlock, serialization) is tried again this often.
+const RECORD_TRIES = 3
+// An attempt that says nothing about the endpoint (not sent).
+const NO_SIGNAL: EndpointSignal = { succeeded: false, congested: false, retryAfterSeconds: undefined }
+const retryableRecordError = (error: unknown) => ['40P01', '40001'].includes((error as { code?: string } | null)?.code ?? '')
 
 /**
- * The delivery loop: claims due deliveries (SKIP LOCKED + a lapsing claim), sends them with bounded
- * concurrency overall and per endpoint, records each attempt and schedules retries. Written here rather than
- * on a job-queue library because the deliveries table is both the queue and the record users read, and the
- * per-endpoint bound and event status rules are ours. Wakes on NOTIFY (through the process's one listener),
- * polls as a fallback.
+ * The delivery loop: claims due deliveries in batches (SKIP LOCKED, endpoints in turn, each up to its free
+ * capacity, with a claim that lapses if the worker dies), sends them concurrently over kept-alive connection
+ * pools per origin, and records finished attempts in batches (one statement, one commit each). Per-endpoint
+ * concurrency adapts to the receiver (endpoint-limits.ts). Written here rather than on a job-queue library
+ * because the deliveries table is both the queue and the record users read, and the per-endpoint capacity,
+ * fairness and event status rules are ours. Wakes on NOTIFY (through the process's one listener) and when
+ * sends finish; polls as a fallback (retries coming due are found that way).
  */
 export class DeliveryWorker {
-  private readonly inFlight = new Map<string, Promise<void>>()
-  private readonly perWebhook = new Map<string, number>()
+  private readonly inFlight = new Set<Promise<void>>()
+  private readonly limits: EndpointLimits
+  private readonly sender: WebhookSender
   private readonly stopping = new AbortController()
+  private readonly unsent: string[] = []
+  private outcomes: AttemptOutcome[] = []
+  private recordTimer: NodeJS.Timeout | undefined
+  private recording: Promise<void> | undefined
   private loop: Promise<void> | undefined
   private endSleep: (() => void) | undefined
   /** Set by a wake-up that came while not sleeping, so the next sleep is skipped and nothing is missed. */
   private woken = false
 
   constructor (private readonly options: DeliveryWorkerOptions) {
+    // Every send in flight listens on the stop signal: hundreds at once are expected, not a leak.
+    setMaxListeners(0, this.stopping.signal)
+    this.limits = new EndpointLimits({ initial: options.endpointConcurrency, max: Math.max(options.endpointConcurrency, options.endpointMaxConcurrency) })
+    this.sender = createWebhookSender({
+      timeoutMs: options.timeoutMs,
+      allowPrivateUrls: options.allowPrivateUrls,
+      connectionsPerOrigin: Math.max(options.endpointConcurrency, options.endpointMaxConcurrency)
+    })
     options.notifications.listen(DELIVERIES_CHANNEL, () => this.wake())
     // Wake-ups sent while the listener was down are lost: look for due deliveries once it is back.
     options.notifications.onConnect(() => this.wake())
@@ -50,82 +80,115 @@ export class DeliveryWorker {
     this.loop ??= this.run()
   }
 
-  /** Stops claiming, aborts sends in flight and gives their claims back. */
+  /** Stops claiming, aborts sends in flight and gives their claims back, records what finished, closes connections. */
   async stop (): Promise<void> {
     this.stopping.abort()
     this.wake()
     await this.loop
-    await Promise.all(this.inFlight.values())
+    await Promise.all(this.inFlight)
+    await this.flushOutcomes()
+    await releaseClaims(this.options.pool, this.unsent.splice(0))
+      .catch((error: unknown) => this.options.log.warn({ err: error }, 'could not give claims back; they lapse by themselves'))
+    await this.sender.close()
+  }
+
+  /** The adaptive concurrency of one endpoint in this worker (for tests and stats). */
+  endpointWindow (webhookId: string): number {
+    return this.limits.windowOf(webhookId)
   }
 
   private async run (): Promise<void> {
     while (!this.stopping.signal.aborted) {
-      let claimedFull = false
+      let full = false
       try {
-        claimedFull = await this.claimAndDispatch()
+        full = await this.claimAndDispatch()
       } catch (error) {
         this.options.log.warn({ err: error }, 'claiming deliveries failed; retrying')
       }
-      if (!claimedFull) await this.sleep(this.options.pollIntervalMs)
+      if (full) await this.pause(CLAIM_GATHER_MS)
+      else if (await this.sleep(this.options.pollIntervalMs)) await this.pause(CLAIM_GATHER_MS)
     }
   }
 
-  /** Returns true when it claimed a full batch (more work is probably waiting). */
+  /** Claims what the worker and its endpoints have room for and starts sending; true when it filled that room. */
   private async claimAndDispatch (): Promise<boolean> {
-    const capacity = Math.min(CLAIM_BATCH, this.options.workerConcurrency - this.inFlight.size)
-    if (capacity <= 0) return false
-    const busy = [...this.perWebhook].filter(([, count]) => count >= this.options.endpointConcurrency).map(([id]) => id)
+    const room = Math.min(MAX_CLAIM, this.options.workerConcurrency - this.inFlight.size)
+    if (room <= 0) return false
     const claimSeconds = Math.max(this.options.claimSeconds, Math.ceil(this.options.timeoutMs / 1000) + 5)
-    const claimed = await claimDeliveries(this.options.pool, capacity, claimSeconds, busy)
-    const overLimit: string[] = []
-    for (const delivery of claimed) {
-      const running = this.perWebhook.get(delivery.webhook_id) ?? 0
-      if (running >= this.options.endpointConcurrency || this.stopping.signal.aborted) {
-        overLimit.push(delivery.id)
-        continue
-      }
-      this.perWebhook.set(delivery.webhook_id, running + 1)
-      const task = this.deliver(delivery).finally(() => {
-        this.inFlight.delete(delivery.id)
-        const left = (this.perWebhook.get(delivery.webhook_id) ?? 1) - 1
-        if (left > 0) this.perWebhook.set(delivery.webhook_id, left)
-        else this.perWebhook.delete(delivery.webhook_id)
-        this.wake()
-      })
-      this.inFlight.set(delivery.id, task)
-    }
-    await releaseClaims(this.options.pool, overLimit)
-    return claimed.length === capacity && overLimit.length === 0
+    const claimed = await claimDeliveries(this.options.pool, {
+      limit: room, claimSeconds, capacities: this.limits.capacities(), defaultCapacity: this.options.endpointConcurrency
+    })
+    for (const delivery of claimed) this.dispatch(delivery)
+    return claimed.length === room
   }
 
-  private async deliver (delivery: ClaimedDelivery): Promise<void> {
-    const { options } = this
-    try {
-      const request = signWebhook(delivery.event_id, delivery.type, delivery.payload, activeSecrets(delivery))
-      const outcome = await sendWebhook(delivery.url, request, {
-        timeoutMs: options.timeoutMs, allowPrivateUrls: options.allowPrivateUrls, signal: this.stopping.signal
-      })
-      if (this.stopping.signal.aborted && !outcome.succeeded) {
-        await releaseClaims(options.pool, [delivery.id])
+  private dispatch (delivery: ClaimedDelivery): void {
+    this.limits.started(delivery.webhook_id)
+    const task = this.deliver(delivery).catch((error: unknown): EndpointSignal => {
+      // Unsent and unrecorded: the claim lapses and the delivery is tried again.
+      this.options.log.warn({ err: error, delivery_id: delivery.id }, 'delivering failed before sending')
+      return NO_SIGNAL
+    }).then((signal) => {
+      this.inFlight.delete(task)
+      this.limits.finished(delivery.webhook_id, signal)
+      this.wake()
+    })
+    this.inFlight.add(task)
+  }
+
+  private async deliver (delivery: ClaimedDelivery): Promise<EndpointSignal> {
+    const request = signWebhook(delivery.event_id, delivery.type, delivery.payload, activeSecrets(delivery))
+    const attemptedAt = new Date()
+    const outcome = await this.sender.send(delivery.url, request, this.stopping.signal)
+    if (this.stopping.signal.aborted && !outcome.succeeded) {
+      this.unsent.push(delivery.id)
+      return NO_SIGNAL
+    }
+    const attempt = delivery.attempts + 1
+    const delayMs = outcome.succeeded ? null : nextRetryDelayMs(this.options.schedule, attempt, outcome.retryAfterSeconds)
+    this.addOutcome({
+      delivery_id: delivery.id,
+      event_id: delivery.event_id,
+      attempt,
+      succeeded: outcome.succeeded,
+      response_status: outcome.responseStatus,
+      error: outcome.error,
+      duration_ms: outcome.durationMs,
+      attempted_at: attemptedAt,
+      next_attempt_at: delayMs === null ? null : new Date(Date.now() + delayMs)
+    })
+    return outcome
+  }
+
+  private addOutcome (outcome: AttemptOutcome): void {
+    this.outcomes.push(outcome)
+    if (this.outcomes.length >= RECORD_BATCH) void this.flushOutcomes()
+    else this.recordTimer ??= setTimeout(() => { void this.flushOutcomes() }, RECORD_DELAY_MS)
+  }
+
+  /** Records what has finished, one batch at a time; resolves when nothing is left to record. */
+  private async flushOutcomes (): Promise<void> {
+    clearTimeout(this.recordTimer)
+    this.recordTimer = undefined
+    while (this.recording) await this.recording
+    if (this.outcomes.length === 0) return
+    const batch = this.outcomes.splice(0, RECORD_BATCH)
+    this.recording = this.record(batch).finally(() => { this.recording = undefined })
+    await this.recording
+    if (this.outcomes.length > 0) await this.flushOutcomes()
+  }
+
+  private async record (batch: AttemptOutcome[]): Promise<void> {
+    for (let tries = 1; ; tries++) {
+      try {
+        await inTransaction(this.options.pool, (client) => recordAttempts(client, batch, this.options.disableAfterFailures))
+        return
+      } catch (error) {
+        if (tries < RECORD_TRIES && retryableRecordError(error)) continue
+        // The claims lapse by themselves, so these deliveries are sent again (at least once) though unrecorded.
+        this.options.log.warn({ err: error, attempts: batch.length }, 'recording delivery attempts failed')
         return
       }
-      const attempt = delivery.attempts + 1
-      const delayMs = outcome.succeeded ? null : nextRetryDelayMs(options.schedule, attempt, outcome.retryAfterSeconds)
-      await inTransaction(options.pool, (client) => recordAttempt(client, {
-        deliveryId: delivery.id,
-        webhookId: delivery.webhook_id,
-        eventId: delivery.event_id,
-        attempt,
-        succeeded: outcome.succeeded,
-        responseStatus: outcome.responseStatus,
-        error: outcome.error,
-        durationMs: outcome.durationMs,
-        nextAttemptAt: delayMs === null ? null : new Date(Date.now() + delayMs),
-        disableAfterFailures: options.disableAfterFailures
-      }))
-    } catch (error) {
-      // The claim lapses by itself, so the delivery is retried even though this attempt went unrecorded.
-      options.log.warn({ err: error, delivery_id: delivery.id }, 'recording a delivery attempt failed')
     }
   }
 
@@ -134,20 +197,29 @@ export class DeliveryWorker {
     this.endSleep?.()
   }
 
-  private async sleep (ms: number): Promise<void> {
+  /** Sleeps up to `ms` or until woken; true when woken. */
+  private async sleep (ms: number): Promise<boolean> {
     if (this.woken || this.stopping.signal.aborted) {
       this.woken = false
-      return
+      return true
     }
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(done, ms)
-      function done () {
+    const woken = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => done(false), ms)
+      const done = (byWake: boolean) => {
         clearTimeout(timer)
-        resolve()
+        resolve(byWake)
       }
-      this.endSleep = done
+      this.endSleep = () => done(true)
     })
     this.endSleep = undefined
+    this.woken = false
+    return woken
+  }
+
+  /** A short wait that wake-ups do not cut short (finished sends gather meanwhile). */
+  private async pause (ms: number): Promise<void> {
+    if (this.stopping.signal.aborted) return
+    await new Promise((resolve) => setTimeout(resolve, ms))
     this.woken = false
   }
 }
@@ -163,6 +235,7 @@ export function createDeliveryWorker (config: Config, pool: Pool, notifications:
     allowPrivateUrls: config.WEBHOOK_ALLOW_PRIVATE_URLS,
     disableAfterFailures: config.WEBHOOK_DISABLE_AFTER_FAILURES,
     endpointConcurrency: config.WEBHOOK_ENDPOINT_CONCURRENCY,
+    endpointMaxConcurrency: config.WEBHOOK_ENDPOINT_MAX_CONCURRENCY,
     workerConcurrency: config.WEBHOOK_WORKER_CONCURRENCY,
     claimSeconds: config.WEBHOOK_CLAIM_SECONDS,
     pollIntervalMs: config.WEBHOOK_POLL_INTERVAL_MS

@@ -1,60 +1,95 @@
-import { refuseWebhookUrl } from './url-guard.js'
+import { Agent, errors } from 'undici'
 import { parseRetryAfter } from './retry-schedule.js'
 import type { SignedRequest } from './signing.js'
+import { guardedLookup, refuseUrlWithoutLookup, RefusedAddressError } from './url-guard.js'
 
 export interface SendOutcome {
   succeeded: boolean
   responseStatus: number | null
   error: string | null
+  /** What kind of failure, for the endpoint's concurrency: the receiver is overloaded or unreachable. */
+  congested: boolean
   durationMs: number
   /** Seconds from a Retry-After header on 429/503. */
   retryAfterSeconds: number | undefined
 }
 
-export interface SendOptions {
+export interface WebhookSenderOptions {
   timeoutMs: number
   allowPrivateUrls: boolean
-  /** Aborts the request (shutdown); the outcome then says so. */
-  signal: AbortSignal
+  /** Kept-alive connections per endpoint origin (at least the most requests one endpoint may have in flight). */
+  connectionsPerOrigin: number
 }
 
-/**
- * POSTs one signed webhook. Success is a 2xx within the timeout; redirects are not followed and count as
- * failures, like any other status, timeout or connection error. The response body is discarded.
- */
-export async function sendWebhook (url: string, request: SignedRequest, options: SendOptions): Promise<SendOutcome> {
-  const started = performance.now()
-  const outcome = (fields: Partial<SendOutcome>): SendOutcome => ({
-    succeeded: false, responseStatus: null, error: null, retryAfterSeconds: undefined, durationMs: Math.round(performance.now() - started), ...fields
-  })
-  const refused = await refuseWebhookUrl(url, options.allowPrivateUrls)
-  if (refused !== undefined) return outcome({ error: `refused: ${refused}` })
+export interface WebhookSender {
+  /** POSTs one signed webhook; `signal` aborts it (shutdown). Never throws: every failure is an outcome. */
+  send: (url: string, request: SignedRequest, signal?: AbortSignal) => Promise<SendOutcome>
+  close: () => Promise<void>
+}
 
-  const timeout = new AbortController()
-  const timer = setTimeout(() => timeout.abort(), options.timeoutMs)
-  try {
-    const response = await fetch(url, {
-      method: 'POST',
-      headers: request.headers,
-      body: request.body,
-      redirect: 'manual',
-      signal: AbortSignal.any([timeout.signal, options.signal])
+// Statuses that say the receiver is overloaded or failing, as opposed to refusing this request.
+const isCongestionStatus = (status: number) => status === 429 || status >= 500
+
+/**
+ * Sends webhooks over kept-alive connections: one undici connection pool per endpoint origin (undici's Agent
+ * keeps them), so a busy endpoint costs no TCP or TLS handshake per delivery. Every new connection resolves its
+ * host through the SSRF guard and connects to the address it checked. Success is a 2xx within the timeout;
+ * redirects are not followed and count as failures, like any other status, timeout or connection error.
+ */
+export function createWebhookSender (options: WebhookSenderOptions): WebhookSender {
+  const agent = new Agent({
+    connections: options.connectionsPerOrigin,
+    keepAliveTimeout: 30_000,
+    headersTimeout: options.timeoutMs,
+    bodyTimeout: options.timeoutMs,
+    connect: options.allowPrivateUrls ? {} : { lookup: guardedLookup }
+  })
+
+  const send = async (url: string, request: SignedRequest, signal?: AbortSignal): Promise<SendOutcome> => {
+    const started = performance.now()
+    const outcome = (fields: Partial<SendOutcome>): SendOutcome => ({
+      succeeded: false, responseStatus: null, error: null, congested: false, retryAfterSeconds: undefined,
+      durationMs: Math.round(performance.now() - started), ...fields
     })
-    await response.body?.cancel()
-    const succeeded = response.status >= 200 && response.status < 300
-    const retryAfter = response.status === 429 || response.status === 503 ? parseRetryAfter(response.headers.get('retry-after')) : undefined
-    return outcome({
-      succeeded,
-      responseStatus: response.status,
-      error: succeeded ? null : `receiver answered ${response.status}`,
-      retryAfterSeconds: retryAfter
-    })
-  } catch (error) {
-    if (timeout.signal.aborted) return outcome({ error: `timed out after ${options.timeoutMs} ms` })
-    if (options.signal.aborted) return outcome({ error: 'aborted: worker shutting down' })
-    const cause = error instanceof Error && error.cause instanceof Error ? error.cause.message : undefined
-    return outcome({ error: `request failed: ${cause ?? (error instanceof Error ? error.message : String(error))}` })
-  } finally {
-    clearTimeout(timer)
+    const refused = refuseUrlWithoutLookup(url, options.allowPrivateUrls)
+    if (refused !== undefined) return outcome({ error: `refused: ${refused}` })
+    const target = new URL(url)
+    try {
+      const response = await agent.request({
+        origin: target.origin,
+        path: `${target.pathname}${target.search}`,
+        method: 'POST',
+        headers: request.headers,
+        body: request.body,
+        signal
+      })
+      await response.body.dump()
+      const status = response.statusCode
+      const succeeded = status >= 200 && status < 300
+      const retryAfterHeader = response.headers['retry-after']
+      return outcome({
+        succeeded,
+        responseStatus: status,
+        error: succeeded ? null : `receiver answered ${status}`,
+        congested: isCongestionStatus(status),
+        retryAfterSeconds: status === 429 || status === 503 ? parseRetryAfter(typeof retryAfterHeader === 'string' ? retryAfterHeader : null) : undefined
+      })
+    } catch (error) {
+      return outcome(describeFailure(error, options.timeoutMs, signal))
+    }
   }
+
+  return { send, close: () => agent.close() }
+}
+
+function describeFailure (error: unknown, timeoutMs: number, signal: AbortSignal | undefined): Partial<SendOutcome> {
+  if (error instanceof RefusedAddressError) return { error: `refused: ${error.message}` }
+  if (error instanceof errors.HeadersTimeoutError || error instanceof errors.BodyTimeoutError || error instanceof errors.ConnectTimeoutError) {
+    return { error: `timed out after ${timeoutMs} ms`, congested: true }
+  }
+  if (signal?.aborted === true) return { error: 'aborted: worker shutting down' }
+  const cause = error instanceof Error && error.cause instanceof Error ? error.cause : undefined
+  if (cause instanceof RefusedAddressError) return { error: `refused: ${cause.message}` }
+  const message = (cause ?? (error instanceof Error ? error : undefined))?.message ?? String(error)
+  return { error: `request failed: ${message}`, congested: true }
 }

@@ -1,12 +1,22 @@
 import ipaddr from 'ipaddr.js'
-import { lookup } from 'node:dns/promises'
+import { lookup, type LookupAddress } from 'node:dns'
+import { lookup as lookupAll } from 'node:dns/promises'
+
+/** A public unicast address (no loopback, private, link-local such as cloud metadata, or other reserved ranges). */
+export function isPublicAddress (address: string): boolean {
+  return ipaddr.isValid(address) && ipaddr.process(address).range() === 'unicast'
+}
+
+const privateHint = 'set WEBHOOK_ALLOW_PRIVATE_URLS=true to allow it'
+
+/** The URL's host without IPv6 brackets. */
+const hostOf = (url: URL) => url.hostname.replace(/^\[|\]$/g, '')
 
 /**
- * SSRF guard: a webhook URL must be absolute http(s) and every address its host resolves to must be public
- * unicast (no loopback, private, link-local such as cloud metadata, or other reserved ranges).
- * Returns the reason it is refused, or undefined when it is allowed.
+ * What can be said of a URL without resolving it: absolute http(s), no credentials, and, when its host is an
+ * IP literal (which connects without a lookup), a public address. Returns the reason it is refused.
  */
-export async function refuseWebhookUrl (url: string, allowPrivate: boolean): Promise<string | undefined> {
+export function refuseUrlWithoutLookup (url: string, allowPrivate: boolean): string | undefined {
   let parsed: URL
   try {
     parsed = new URL(url)
@@ -15,17 +25,53 @@ export async function refuseWebhookUrl (url: string, allowPrivate: boolean): Pro
   }
   if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return 'url must use http or https'
   if (parsed.username || parsed.password) return 'url must not contain credentials'
-  if (allowPrivate) return undefined
-  const host = parsed.hostname.replace(/^\[|\]$/g, '')
+  const host = hostOf(parsed)
+  if (!allowPrivate && ipaddr.isValid(host) && !isPublicAddress(host)) return `host ${host} is a non-public address; ${privateHint}`
+  return undefined
+}
+
+/**
+ * SSRF guard at creation time: the URL passes refuseUrlWithoutLookup and every address its host resolves to
+ * now is public. Returns the reason it is refused, or undefined when it is allowed. (At send time the check
+ * is made on the address actually connected to: see guardedLookup.)
+ */
+export async function refuseWebhookUrl (url: string, allowPrivate: boolean): Promise<string | undefined> {
+  const refused = refuseUrlWithoutLookup(url, allowPrivate)
+  if (refused !== undefined || allowPrivate) return refused
+  const host = hostOf(new URL(url))
+  if (ipaddr.isValid(host)) return undefined
   let addresses: string[]
   try {
-    addresses = ipaddr.isValid(host) ? [host] : (await lookup(host, { all: true })).map((entry) => entry.address)
+    addresses = (await lookupAll(host, { all: true })).map((entry) => entry.address)
   } catch {
     return `host ${host} does not resolve`
   }
-  const blocked = addresses.find((address) => {
-    const parsedAddress = ipaddr.process(address)
-    return parsedAddress.range() !== 'unicast'
+  const blocked = addresses.find((address) => !isPublicAddress(address))
+  return blocked === undefined ? undefined : `host ${host} resolves to a non-public address (${blocked}); ${privateHint}`
+}
+
+type LookupCallback = (error: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void
+
+/** An error the sender reports as a refusal rather than a connection failure. */
+export class RefusedAddressError extends Error {
+  override readonly name = 'RefusedAddressError'
+}
+
+/**
+ * A `lookup` for outgoing webhook connections: resolves like the system resolver, then refuses the connection
+ * when any address is not public. Because the socket connects to exactly the address checked here, a name that
+ * answers a public address to an earlier check and a private one now (DNS rebinding) cannot slip through.
+ */
+export function guardedLookup (hostname: string, options: { all?: boolean, family?: number | string }, callback: LookupCallback): void {
+  lookup(hostname, { ...options, all: true } as { all: true }, (error, addresses) => {
+    if (error) return callback(error, [])
+    const blocked = addresses.find((entry) => !isPublicAddress(entry.address))
+    if (blocked !== undefined) {
+      return callback(new RefusedAddressError(`host ${hostname} resolves to a non-public address (${blocked.address}); ${privateHint}`), [])
+    }
+    if (options.all === true) return callback(null, addresses)
+    const [first] = addresses
+    if (first === undefined) return callback(Object.assign(new Error(`host ${hostname} has no address`), { code: 'ENOTFOUND' }), [])
+    callback(null, first.address, first.family)
   })
-  return blocked === undefined ? undefined : `host ${host} resolves to a non-public address (${blocked}); set WEBHOOK_ALLOW_PRIVATE_URLS=true to allow it`
 }

@@ -7,7 +7,7 @@ import {
   deleteWebhook, findWebhook, insertWebhook, listWebhooks, rotateWebhookSecret, updateWebhook, type WebhookRow
 } from '../../db/webhooks.js'
 import { apiError } from '../../lib/api-error.js'
-import { sendWebhook } from '../../lib/webhooks/send.js'
+import { createWebhookSender } from '../../lib/webhooks/send.js'
 import { activeSecrets, createWebhookSecret, maskSecret, signWebhook } from '../../lib/webhooks/signing.js'
 import { refuseWebhookUrl } from '../../lib/webhooks/url-guard.js'
 import { organizationOf } from '../../plugins/auth.js'
@@ -49,6 +49,9 @@ const notFound = (id: string) => apiError('notFound', 'not_found', `Webhook ${id
 
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   const { config } = fastify
+  // Test sends go through the same pinned, SSRF-guarded connections as deliveries (few: they are manual).
+  const testSender = createWebhookSender({ timeoutMs: config.WEBHOOK_TIMEOUT_MS, allowPrivateUrls: config.WEBHOOK_ALLOW_PRIVATE_URLS, connectionsPerOrigin: 2 })
+  fastify.addHook('onClose', testSender.close)
 
   const checkUrl = async (url: string) => {
     const refused = await refuseWebhookUrl(url, config.WEBHOOK_ALLOW_PRIVATE_URLS)
@@ -148,9 +151,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     const webhook = await findWebhook(fastify.pg, organizationOf(request).id, request.params.id)
     if (!webhook) throw notFound(request.params.id)
     const signed = signWebhook(`msg_test_${randomUUID()}`, 'webhook.test', { webhook_id: webhook.id }, activeSecrets(webhook))
-    const outcome = await sendWebhook(webhook.url, signed, {
-      timeoutMs: config.WEBHOOK_TIMEOUT_MS, allowPrivateUrls: config.WEBHOOK_ALLOW_PRIVATE_URLS, signal: new AbortController().signal
-    })
+    const outcome = await testSender.send(webhook.url, signed)
     return { success: outcome.succeeded, response_status: outcome.responseStatus, error: outcome.error, duration_ms: outcome.durationMs }
   })
 

@@ -1,0 +1,10 @@
+-- Up Migration
+
+-- Workers claim due deliveries endpoint by endpoint (each endpoint's oldest first, up to its free capacity),
+-- so the due index leads with the endpoint.
+CREATE INDEX deliveries_due_per_webhook ON deliveries (webhook_id, next_attempt_at) WHERE status = 'pending';
+DROP INDEX deliveries_due;
+
+-- Down Migration
+CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
+DROP INDEX deliveries_due_per_webhook;
