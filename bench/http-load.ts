@@ -1,15 +1,11 @@
 import autocannon from 'autocannon'
 import { randomUUID } from 'node:crypto'
-import pg from 'pg'
+import { withClient } from './database.js'
+import type { Organization } from './organizations.js'
 
 export const CONNECTIONS = 50
 export const PAYLOAD_BYTES = 1024
 export const BATCH_SIZE = 100
-
-export interface Organization {
-  id: string
-  key: string
-}
 
 /** What one request sends: its body and the dedup_ids in it (to find rows whose answer never came). */
 interface RequestBody {
@@ -83,7 +79,7 @@ export function batches (): HttpScenario {
 }
 
 /** Event ids a 2xx answer reports as new: a 201 single event, or the accepted items of a batch. */
-function acceptedIdsOf (status: number, body: string): string[] {
+export function acceptedIdsOf (status: number, body: string): string[] {
   if (status !== 201 && status !== 200) return []
   let parsed: { event_id?: unknown, results?: Array<{ status?: unknown, event_id?: unknown }> }
   try {
@@ -135,9 +131,7 @@ export interface RowCheck {
  * `outboxPerEvent` > 0 also checks that each row has that many deliveries.
  */
 export async function checkRows (databaseUrl: string, organizationId: string, run: HttpRun, outboxPerEvent = 0): Promise<RowCheck> {
-  const client = new pg.Client({ connectionString: databaseUrl })
-  await client.connect()
-  try {
+  return await withClient(databaseUrl, async (client) => {
     const { rows: [counts] } = await client.query<{ rows: number, answered: number, cut_off: number, deliveries: number }>(
       `SELECT count(*)::int AS rows,
               count(*) FILTER (WHERE id = ANY($2::uuid[]))::int AS answered,
@@ -152,7 +146,5 @@ export async function checkRows (databaseUrl: string, organizationId: string, ru
     const cutOff = counts.cut_off > 0 ? ` + ${counts.cut_off} cut off at the end` : ''
     const outbox = outboxPerEvent === 0 ? '' : `, ${counts.deliveries} outbox rows`
     return { ok: rowsOk && outboxOk, summary: `${counts.rows} rows = ${accepted} accepted${cutOff}${outbox}: ${rowsOk && outboxOk ? 'OK' : 'MISMATCH'}` }
-  } finally {
-    await client.end()
-  }
+  })
 }

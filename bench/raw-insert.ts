@@ -1,17 +1,15 @@
 import { randomUUID } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
 import pg from 'pg'
+import { withClient } from './database.js'
 import { benchPayload, CONNECTIONS } from './http-load.js'
+import { percentiles, type Percentiles } from './stats.js'
 
 export interface RawRun {
   inserts: number
   errors: number
   seconds: number
-  latencyMs: { p50: number, p99: number, max: number }
-}
-
-function percentile (sorted: number[], fraction: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * fraction))] ?? 0
+  latencyMs: Percentiles
 }
 
 /**
@@ -46,22 +44,12 @@ export async function runRawInserts (databaseUrl: string, organizationId: string
     await pool.end()
   }
   const elapsed = (performance.now() - started) / 1000
-  latencies.sort((a, b) => a - b)
-  return {
-    inserts: latencies.length,
-    errors,
-    seconds: elapsed,
-    latencyMs: { p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), max: latencies.at(-1) ?? 0 }
-  }
+  return { inserts: latencies.length, errors, seconds: elapsed, latencyMs: percentiles(latencies) }
 }
 
 export async function countRows (databaseUrl: string, organizationId: string): Promise<number> {
-  const client = new pg.Client({ connectionString: databaseUrl })
-  await client.connect()
-  try {
+  return await withClient(databaseUrl, async (client) => {
     const { rows } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE organization_id = $1', [organizationId])
     return rows[0]?.n ?? 0
-  } finally {
-    await client.end()
-  }
+  })
 }

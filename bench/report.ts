@@ -1,6 +1,7 @@
 import { mkdir, appendFile, access } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
+import type { Percentiles } from './stats.js'
 
 export interface ScenarioResult {
   name: string
@@ -26,11 +27,42 @@ export interface SoakResult {
   peakMb: number
 }
 
+/** One row of the delivery table: deliveries of the measured endpoints of one scenario (or phase of it). */
+export interface DeliveryResult {
+  name: string
+  events: number
+  endpoints: number
+  /** Distinct (event, endpoint) pairs that arrived. */
+  deliveries: number
+  /** Deliveries from the first arrival to the last. */
+  deliveriesPerSecond: number
+  /** Send → arrival; undefined where the events were queued before the worker started. */
+  latencyMs: Percentiles | undefined
+  /** Events per second the paced sender achieved; undefined for queued events. */
+  sentPerSecond: number | undefined
+  duplicates: number
+  rowCheck: string
+  rowCheckOk: boolean
+  workerPeakRssMb: number | undefined
+  serverPeakRssMb: number | undefined
+}
+
+/** delivery-backlog: the worker's RSS at a large backlog against an idle worker's. */
+export interface BacklogResult {
+  rows: number
+  insertSeconds: number
+  idleRssMb: number | undefined
+  sampledSeconds: number
+  result: DeliveryResult
+}
+
 export interface Report {
   database: string
   settings: string
   scenarios: ScenarioResult[]
   soak: SoakResult | undefined
+  deliveries: DeliveryResult[]
+  backlog: BacklogResult | undefined
   profile: { scenario: string, frames: string[] } | undefined
 }
 
@@ -40,6 +72,21 @@ const mb = (value: number | undefined) => value === undefined ? 'n/a' : fixed(va
 function scenario (report: Report, name: string): ScenarioResult | undefined {
   return report.scenarios.find((result) => result.name === name)
 }
+
+/** The rows of delivery-slow-endpoint: the fast endpoint, drained and paced, alone and beside the slow one. */
+export const SLOW_ENDPOINT_ROWS = {
+  drainAlone: 'delivery-slow-endpoint (drain, fast alone)',
+  drainBeside: 'delivery-slow-endpoint (drain, fast beside slow)',
+  pacedAlone: 'delivery-slow-endpoint (paced, fast alone)',
+  pacedBeside: 'delivery-slow-endpoint (paced, fast beside slow)'
+} as const
+
+function delivery (report: Report, name: string): DeliveryResult | undefined {
+  return report.deliveries.find((result) => result.name === name)
+}
+
+const targetLine = (name: string, met: boolean | undefined, measured: string) => `| ${name} | ${measured} | ${met === undefined ? 'n/a' : met ? 'met' : 'not met'} |`
+const TARGETS_HEADER = ['| target | measured | |', '| --- | --- | --- |']
 
 function ratio (numerator: ScenarioResult | undefined, denominator: ScenarioResult | undefined, field: 'requestsPerSecond' | 'eventsPerSecond' = 'eventsPerSecond'): number | undefined {
   if (!numerator || !denominator || denominator[field] === 0) return undefined
@@ -59,7 +106,7 @@ function secondHalfGrowthMb (soak: SoakResult): number {
 function targets (report: Report): string[] {
   const raw = scenario(report, 'raw')
   const ingest = scenario(report, 'ingest')
-  const line = (name: string, met: boolean | undefined, measured: string) => `| ${name} | ${measured} | ${met === undefined ? 'n/a' : met ? 'met' : 'not met'} |`
+  const line = targetLine
   const ingestRaw = ratio(ingest, raw)
   const duplicates = ratio(scenario(report, 'duplicates'), ingest, 'requestsPerSecond')
   const webhooks = ratio(scenario(report, 'ingest+webhooks'), ingest)
@@ -68,8 +115,7 @@ function targets (report: Report): string[] {
   // Caches fill and the heap settles during the first half; growth in the second half would be a leak.
   const growth = report.soak ? secondHalfGrowthMb(report.soak) : undefined
   return [
-    '| target | measured | |',
-    '| --- | --- | --- |',
+    ...TARGETS_HEADER,
     line('ingest / raw ≥ 2.0', ingestRaw === undefined ? undefined : ingestRaw >= 2, ingestRaw === undefined ? 'n/a' : fixed(ingestRaw, 2)),
     line('ingest p99 < 25 ms', ingest && ingest.p99 < 25, ingest ? `${ingest.p99} ms` : 'n/a'),
     line('duplicates ≥ 2× ingest (requests/s)', duplicates === undefined ? undefined : duplicates >= 2, duplicates === undefined ? 'n/a' : `${fixed(duplicates, 2)}×`),
@@ -80,14 +126,11 @@ function targets (report: Report): string[] {
   ]
 }
 
-export function renderReport (report: Report): string {
+function ingestSection (report: Report): string[] {
   const rows = report.scenarios.map((result) =>
     `| ${result.name} | ${fixed(result.requestsPerSecond)} | ${fixed(result.eventsPerSecond)} | ${fixed(result.p50, 1)} | ${fixed(result.p99, 1)} | ${fixed(result.max, 1)} | ${result.non2xx} | ${mb(result.peakRssMb)} | ${result.eventsPerInsert === undefined ? '—' : fixed(result.eventsPerInsert, 1)} | ${result.rowCheck} |`)
   const ingestRaw = ratio(scenario(report, 'ingest'), scenario(report, 'raw'))
   const lines = [
-    `Machine: ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${fixed(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, ${os.platform()} ${os.release()}`,
-    `Database: ${report.database}`,
-    `Settings: ${report.settings}`,
     '',
     '| scenario | requests/s | events/s | p50 ms | p99 ms | max ms | non-2xx | server peak RSS MB | events per INSERT | rows |',
     '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
@@ -100,7 +143,78 @@ export function renderReport (report: Report): string {
     lines.push('', `Soak: ingest for ${soak.seconds} s at ${fixed(soak.requestsPerSecond)} requests/s; server RSS ${fixed(soak.startMb)} MB after 10 s, ` +
       `${fixed(soak.endMb)} MB at the end, peak ${fixed(soak.peakMb)} MB; per 10 s: ${soak.rssEvery10sMb.map((value) => fixed(value)).join(', ')}`)
   }
-  lines.push('', ...targets(report))
+  return [...lines, '', ...targets(report)]
+}
+
+/** delivery-drain's deliveries/s against the same run's single-event ingest requests/s. */
+function drainRatio (report: Report): number | undefined {
+  const drain = delivery(report, 'delivery-drain')
+  const ingest = scenario(report, 'ingest')
+  return drain && ingest && ingest.requestsPerSecond > 0 ? drain.deliveriesPerSecond / ingest.requestsPerSecond : undefined
+}
+
+/** Issue 9's targets, each with the measured value (reported, never asserted). */
+function deliveryTargets (report: Report): string[] {
+  const ms = (value: number | undefined) => value === undefined ? 'n/a' : `${fixed(value, 1)} ms`
+  const drain = drainRatio(report)
+  const latency = delivery(report, 'delivery-latency')?.latencyMs
+  const drainAlone = delivery(report, SLOW_ENDPOINT_ROWS.drainAlone)
+  const drainBeside = delivery(report, SLOW_ENDPOINT_ROWS.drainBeside)
+  const alone = delivery(report, SLOW_ENDPOINT_ROWS.pacedAlone)?.latencyMs
+  const beside = delivery(report, SLOW_ENDPOINT_ROWS.pacedBeside)?.latencyMs
+  const rate = drainAlone && drainBeside && drainAlone.deliveriesPerSecond > 0 ? drainBeside.deliveriesPerSecond / drainAlone.deliveriesPerSecond : undefined
+  const p99 = alone && beside && alone.p99 > 0 ? beside.p99 / alone.p99 : undefined
+  const times = (value: number | undefined) => value === undefined ? 'n/a' : `${fixed(value, 2)}×`
+  return [
+    ...TARGETS_HEADER,
+    targetLine('delivery-drain deliveries/s ÷ ingest requests/s ≥ 1.0', drain === undefined ? undefined : drain >= 1, times(drain)),
+    targetLine('delivery-latency p50 < 50 ms', latency && latency.p50 < 50, ms(latency?.p50)),
+    targetLine('delivery-latency p99 < 250 ms', latency && latency.p99 < 250, ms(latency?.p99)),
+    targetLine('fast endpoint beside a slow one, drained: deliveries/s ≥ 0.8× alone', rate === undefined ? undefined : rate >= 0.8,
+      rate === undefined ? 'n/a' : `${times(rate)} (${fixed(drainAlone?.deliveriesPerSecond ?? 0)} → ${fixed(drainBeside?.deliveriesPerSecond ?? 0)})`),
+    targetLine('fast endpoint beside a slow one, paced: p99 ≤ 1.2× alone', p99 === undefined ? undefined : p99 <= 1.2,
+      p99 === undefined ? 'n/a' : `${times(p99)} (${ms(alone?.p99)} → ${ms(beside?.p99)})`)
+  ]
+}
+
+function deliveryRow (report: Report, result: DeliveryResult): string {
+  const ratioCell = result.name !== 'delivery-drain' ? '—' : fixedOrNa(drainRatio(report), 2)
+  const latency = result.latencyMs
+  const cells = [
+    result.name, fixed(result.events), String(result.endpoints), fixed(result.deliveries), fixed(result.deliveriesPerSecond), ratioCell,
+    result.sentPerSecond === undefined ? '—' : fixed(result.sentPerSecond),
+    latency ? fixed(latency.p50, 1) : '—', latency ? fixed(latency.p99, 1) : '—', latency ? fixed(latency.max, 1) : '—',
+    String(result.duplicates), mb(result.workerPeakRssMb), mb(result.serverPeakRssMb), result.rowCheck
+  ]
+  return `| ${cells.join(' | ')} |`
+}
+
+function deliverySection (report: Report): string[] {
+  const lines = [
+    '',
+    '| delivery scenario | events | endpoints | deliveries | deliveries/s | ÷ ingest requests/s | events/s sent | p50 ms | p99 ms | max ms | duplicates | worker peak RSS MB | server peak RSS MB | rows |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    ...report.deliveries.map((result) => deliveryRow(report, result))
+  ]
+  if (report.backlog) {
+    const { backlog } = report
+    lines.push('', `Worker RSS at a ${fixed(backlog.rows)}-row backlog: idle ${mb(backlog.idleRssMb)} MB, peak ${mb(backlog.result.workerPeakRssMb)} MB ` +
+      `while draining for ${fixed(backlog.sampledSeconds)} s (${fixed(backlog.result.deliveries)} deliveries, ${fixed(backlog.result.deliveriesPerSecond)}/s); ` +
+      `backlog written with SQL in ${fixed(backlog.insertSeconds)} s`)
+  }
+  return report.deliveries.some((result) => result.name !== 'delivery-backlog') ? [...lines, '', ...deliveryTargets(report)] : lines
+}
+
+const fixedOrNa = (value: number | undefined, digits: number) => value === undefined ? 'n/a' : fixed(value, digits)
+
+export function renderReport (report: Report): string {
+  const lines = [
+    `Machine: ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${fixed(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, ${os.platform()} ${os.release()}`,
+    `Database: ${report.database}`,
+    `Settings: ${report.settings}`
+  ]
+  if (report.scenarios.length > 0 || report.soak) lines.push(...ingestSection(report))
+  if (report.deliveries.length > 0) lines.push(...deliverySection(report))
   if (report.profile) lines.push('', `CPU profile of the server during \`${report.profile.scenario}\` (self time, top frames):`, '', ...report.profile.frames)
   return lines.join('\n')
 }
@@ -111,7 +225,7 @@ export async function saveReport (text: string, resultsDir: string): Promise<str
   const file = path.join(resultsDir, `${now.toISOString().slice(0, 10)}.md`)
   await mkdir(resultsDir, { recursive: true })
   const exists = await access(file).then(() => true, () => false)
-  const title = exists ? '' : `# Ingest benchmark, ${now.toISOString().slice(0, 10)}\n`
+  const title = exists ? '' : `# Benchmark, ${now.toISOString().slice(0, 10)}\n`
   await appendFile(file, `${title}\n## Run of ${now.toISOString().slice(0, 16).replace('T', ' ')} UTC (\`npm run bench\`)\n\n${text}\n`)
   return file
 }

@@ -1,23 +1,27 @@
-import { randomUUID } from 'node:crypto'
-import { createServer, type Server } from 'node:http'
-import { once } from 'node:events'
-import pg from 'pg'
 import pino from 'pino'
 import { openDatabase } from '../db/embedded-postgres.js'
 import { ConfigSchema } from '../plugins/config.js'
 import { topFrames } from './cpu-profile.js'
+import { withClient } from './database.js'
+import { describeBacklog, measureBacklog } from './delivery-backlog.js'
 import {
-  batches, checkRows, CONNECTIONS, PAYLOAD_BYTES, repeatedEvent, runHttpLoad, singleEvents, type HttpScenario, type Organization
+  DELIVERY_SCENARIOS, describeDeliveryScenarios, runDeliveryScenarios, type DeliveryContext, type DeliveryScenarioName
+} from './delivery.js'
+import {
+  batches, checkRows, CONNECTIONS, PAYLOAD_BYTES, repeatedEvent, runHttpLoad, singleEvents, type HttpScenario
 } from './http-load.js'
+import { ADMIN_TOKEN, addWebhook, createOrganization, deleteCreatedOrganizations, type Organization } from './organizations.js'
 import { countRows, runRawInserts } from './raw-insert.js'
-import { renderReport, saveReport, type ScenarioResult, type SoakResult } from './report.js'
-import { sampleRss, startServer, type BenchServer } from './server.js'
+import { startReceiver, type Receiver } from './receiver.js'
+import { renderReport, saveReport, type Report, type ScenarioResult, type SoakResult } from './report.js'
+import { peakMb, sampleRss, startServer, type BenchServer } from './server.js'
 
 /**
- * `npm run bench`: the scenarios of issue 5 against the production build, each after a warm-up, then a soak
- * for memory growth; prints a table, appends it to bench/results/<date>.md, and fails if a row check fails
- * (an acknowledged event without its row, or a row nobody was told about). No timing assertions anywhere:
- * the numbers depend on the machine and are reported, not enforced.
+ * `npm run bench`: the ingest scenarios of issue 5 against the production build, each after a warm-up, a soak
+ * for memory growth, then the delivery scenarios of issue 9 (a separate dist/worker.js per scenario); prints
+ * the tables, appends them to bench/results/<date>.md, and fails if a row check fails (an acknowledged event
+ * without its row, a row nobody was told about, an event not delivered to an endpoint). No timing assertions
+ * anywhere: the numbers depend on the machine and are reported, not enforced.
  */
 const WARM_UP_SECONDS = positiveNumber(process.env.BENCH_WARM_UP_SECONDS, 3)
 const DURATION_SECONDS = positiveNumber(process.env.BENCH_DURATION_SECONDS, 10)
@@ -28,13 +32,18 @@ const CPU_PROFILE = profiledScenario(process.env.BENCH_CPU_PROFILE)
 const PROFILE_DIR = '.data/bench-profile'
 const RESULTS_DIR = 'bench/results'
 const WEBHOOKS_PER_ORGANIZATION = 2
-const SCENARIOS = ['raw', 'ingest', 'ingest+webhooks', 'ingest+webhooks+delivery', 'duplicates', 'batch'] as const
+const SCENARIOS = [
+  'raw', 'ingest', 'ingest+webhooks', 'ingest+webhooks+delivery', 'duplicates', 'batch', ...DELIVERY_SCENARIOS, 'delivery-backlog'
+] as const
 type ScenarioName = typeof SCENARIOS[number]
+/** Too long for every run (a million rows written, a minute of draining): only when named. */
+const NOT_BY_DEFAULT: ReadonlySet<ScenarioName> = new Set(['delivery-backlog'])
 const SELECTED = selectedScenarios(process.env.BENCH_SCENARIOS)
+const BACKLOG_ROWS = positiveNumber(process.env.BENCH_BACKLOG_ROWS, 1_000_000)
+
+const LOG_LEVEL = process.env.LOG_LEVEL ?? 'info'
 
 const log = pino({ name: 'bench', level: 'warn' })
-/** Every organization the run creates; deleted at the end (with their events) so runs stay comparable. */
-const createdOrganizationIds: string[] = []
 
 function positiveNumber (value: string | undefined, fallback: number): number {
   const parsed = Number(value)
@@ -54,7 +63,7 @@ function profiledScenario (value: string | undefined): keyof typeof PROFILED_SCE
 }
 
 function selectedScenarios (list: string | undefined): Set<ScenarioName> {
-  if (list === undefined || list.trim() === '') return new Set(SCENARIOS)
+  if (list === undefined || list.trim() === '') return new Set(SCENARIOS.filter((name) => !NOT_BY_DEFAULT.has(name)))
   const names = list.split(',').map((name) => name.trim())
   const unknown = names.filter((name) => !(SCENARIOS as readonly string[]).includes(name))
   if (unknown.length > 0) throw new Error(`BENCH_SCENARIOS: unknown ${unknown.join(', ')}; choose from ${SCENARIOS.join(', ')}`)
@@ -65,13 +74,19 @@ function selectedScenarios (list: string | undefined): Set<ScenarioName> {
 function serverSettings (webhookWorker: 'on' | 'off'): Record<string, string> {
   return {
     WEBHOOK_WORKER: webhookWorker,
-    LOG_LEVEL: process.env.LOG_LEVEL ?? 'info',
+    LOG_LEVEL,
+    ADMIN_TOKEN,
     // High enough never to answer 429, while the limiter still does its work for every request.
     RATE_LIMIT_ENTERPRISE: '1000000000',
     RATE_LIMIT_ANONYMOUS: '1000000000',
-    // The receiver of the ingest+webhooks scenario listens on loopback.
+    // The receivers of the webhook scenarios listen on loopback.
     WEBHOOK_ALLOW_PRIVATE_URLS: 'true'
   }
+}
+
+/** What the separate delivery worker (dist/worker.js) runs with, on top of the caller's environment. */
+function workerSettings (): Record<string, string> {
+  return { LOG_LEVEL, WEBHOOK_ALLOW_PRIVATE_URLS: 'true' }
 }
 
 /** The caller's settings that change the server's behaviour, so a result says what it was measured with. */
@@ -82,41 +97,8 @@ function describeOverrides (): string {
   return names.length === 0 ? 'server settings: defaults' : `server settings: ${names.map((name) => `${name}=${process.env[name] ?? ''}`).join(', ')}`
 }
 
-async function createOrganization (baseUrl: string, name: string): Promise<Organization> {
-  const adminToken = process.env.ADMIN_TOKEN
-  const response = await fetch(`${baseUrl}/api/keys/generate`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...(adminToken ? { 'x-admin-token': adminToken } : {}) },
-    body: JSON.stringify({ organization_name: `${name}-${randomUUID()}`, tier: 'enterprise' })
-  })
-  if (response.status !== 201) throw new Error(`POST /api/keys/generate answered ${response.status}: ${await response.text()}`)
-  const body = await response.json() as { api_key: string, organization_id: string }
-  createdOrganizationIds.push(body.organization_id)
-  return { id: body.organization_id, key: body.api_key }
-}
-
 async function addWebhooks (baseUrl: string, organization: Organization, receiverUrl: string): Promise<void> {
-  for (let index = 0; index < WEBHOOKS_PER_ORGANIZATION; index++) {
-    const response = await fetch(`${baseUrl}/api/webhooks`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', 'x-api-key': organization.key },
-      body: JSON.stringify({ url: `${receiverUrl}/hook/${index}` })
-    })
-    if (response.status !== 201) throw new Error(`POST /api/webhooks answered ${response.status}: ${await response.text()}`)
-  }
-}
-
-/** A webhook receiver on loopback that accepts everything. */
-async function startReceiver (): Promise<{ url: string, server: Server }> {
-  const server = createServer((request, response) => {
-    request.resume()
-    request.on('end', () => response.writeHead(204).end())
-  })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const address = server.address()
-  if (address === null || typeof address === 'string') throw new Error('receiver has no port')
-  return { url: `http://127.0.0.1:${address.port}`, server }
+  for (let index = 0; index < WEBHOOKS_PER_ORGANIZATION; index++) await addWebhook(baseUrl, organization, `${receiverUrl}/hook/${index}`)
 }
 
 interface HttpScenarioSpec {
@@ -149,7 +131,7 @@ async function measureHttp (server: BenchServer, databaseUrl: string, spec: Http
     p99: result.latency.p99,
     max: result.latency.max,
     non2xx: result.non2xx + result.errors,
-    peakRssMb: rssSamples.length === 0 ? undefined : Math.max(...rssSamples),
+    peakRssMb: peakMb(rssSamples),
     eventsPerInsert: after.groups === before.groups ? undefined : (after.events - before.events) / (after.groups - before.groups),
     rowCheck: check.summary,
     rowCheckOk: check.ok
@@ -210,84 +192,98 @@ async function soak (server: BenchServer): Promise<SoakResult> {
   }
 }
 
-async function removeBenchData (databaseUrl: string): Promise<void> {
-  console.log(`removing the run's ${createdOrganizationIds.length} organizations and their events`)
-  const client = new pg.Client({ connectionString: databaseUrl })
-  await client.connect()
-  try {
-    await client.query('DELETE FROM organizations WHERE id = ANY($1::uuid[])', [createdOrganizationIds])
-  } finally {
-    await client.end()
-  }
-}
-
 async function databaseVersion (databaseUrl: string): Promise<string> {
-  const client = new pg.Client({ connectionString: databaseUrl })
-  await client.connect()
-  try {
+  return await withClient(databaseUrl, async (client) => {
     const { rows } = await client.query<{ version: string, sync: string }>('SELECT current_setting(\'server_version\') AS version, current_setting(\'synchronous_commit\') AS sync')
     return `PostgreSQL ${rows[0]?.version ?? '?'} (synchronous_commit ${rows[0]?.sync ?? '?'})`
+  })
+}
+
+async function withServer<T> (databaseUrl: string, webhookWorker: 'on' | 'off', work: (server: BenchServer) => Promise<T>, cpuProfileDir?: string): Promise<T> {
+  const server = await startServer({ databaseUrl, env: serverSettings(webhookWorker), ...(cpuProfileDir === undefined ? {} : { cpuProfileDir }) })
+  try {
+    return await work(server)
   } finally {
-    await client.end()
+    await server.stop()
   }
 }
 
 async function profile (databaseUrl: string, name: keyof typeof PROFILED_SCENARIOS): Promise<string[]> {
-  const server = await startServer({ databaseUrl, env: serverSettings('off'), cpuProfileDir: PROFILE_DIR })
-  try {
+  await withServer(databaseUrl, 'off', async (server) => {
     const organization = await createOrganization(server.baseUrl, `bench-profile-${name}`)
     await runHttpLoad(server.baseUrl, organization, PROFILED_SCENARIOS[name](), DURATION_SECONDS)
-  } finally {
-    await server.stop()
-  }
+  }, PROFILE_DIR)
   return topFrames(PROFILE_DIR)
 }
 
-/** Runs the selected scenarios on one server (delivery worker off), and the delivering variant on its own. */
-async function runScenarios (databaseUrl: string, receiverUrl: string): Promise<{ scenarios: ScenarioResult[], soak: SoakResult | undefined }> {
-  const withWebhooks = (name: string): HttpScenarioSpec => ({
+/** Runs the selected ingest scenarios on one server (delivery worker off), the soak and the delivering variant on their own. */
+async function runIngestScenarios (databaseUrl: string, receiverUrl: string): Promise<Pick<Report, 'scenarios' | 'soak'>> {
+  const withWebhooks = (name: string, server: BenchServer): HttpScenarioSpec => ({
     name,
     scenario: singleEvents,
     prepare: (organization) => addWebhooks(server.baseUrl, organization, receiverUrl),
     outboxPerEvent: WEBHOOKS_PER_ORGANIZATION
   })
-  const specs: Partial<Record<ScenarioName, HttpScenarioSpec>> = {
-    ingest: { name: 'ingest', scenario: singleEvents },
-    'ingest+webhooks': withWebhooks('ingest+webhooks'),
-    duplicates: { name: 'duplicates', scenario: repeatedEvent },
-    batch: { name: 'batch', scenario: batches }
-  }
-  const scenarios: ScenarioResult[] = []
-  let soakResult: SoakResult | undefined
-  let server = await startServer({ databaseUrl, env: serverSettings('off') })
-  try {
+  const scenarios = await withServer(databaseUrl, 'off', async (server) => {
+    const specs: Partial<Record<ScenarioName, HttpScenarioSpec>> = {
+      ingest: { name: 'ingest', scenario: singleEvents },
+      'ingest+webhooks': withWebhooks('ingest+webhooks', server),
+      duplicates: { name: 'duplicates', scenario: repeatedEvent },
+      batch: { name: 'batch', scenario: batches }
+    }
+    const results: ScenarioResult[] = []
     for (const name of SCENARIOS) {
       const spec = specs[name]
       if (!SELECTED.has(name)) continue
-      if (name === 'raw') scenarios.push(await measureRaw(server, databaseUrl))
-      else if (spec) scenarios.push(await measureHttp(server, databaseUrl, spec))
+      if (name === 'raw') results.push(await measureRaw(server, databaseUrl))
+      else if (spec) results.push(await measureHttp(server, databaseUrl, spec))
     }
-  } finally {
-    await server.stop()
-  }
+    return results
+  })
   // A fresh server, so the soak's memory is that of steady ingest, not left over from the batch scenario.
-  if (SOAK_SECONDS > 0) {
-    server = await startServer({ databaseUrl, env: serverSettings('off') })
-    try {
-      soakResult = await soak(server)
-    } finally {
-      await server.stop()
-    }
-  }
+  const soakResult = SOAK_SECONDS > 0 ? await withServer(databaseUrl, 'off', soak) : undefined
   if (SELECTED.has('ingest+webhooks+delivery')) {
-    server = await startServer({ databaseUrl, env: serverSettings('on') })
-    try {
-      scenarios.push(await measureHttp(server, databaseUrl, withWebhooks('ingest+webhooks+delivery')))
-    } finally {
-      await server.stop()
-    }
+    scenarios.push(await withServer(databaseUrl, 'on', (server) => measureHttp(server, databaseUrl, withWebhooks('ingest+webhooks+delivery', server))))
   }
   return { scenarios, soak: soakResult }
+}
+
+/** Pending deliveries already in the database: a worker would send them too, so a report says so. */
+async function pendingDeliveries (databaseUrl: string): Promise<number> {
+  return await withClient(databaseUrl, async (client) => {
+    const { rows } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM deliveries WHERE status = \'pending\'')
+    return rows[0]?.n ?? 0
+  })
+}
+
+/** The delivery scenarios on a server with WEBHOOK_WORKER=off; each scenario deletes its organizations after it. */
+async function runDelivery (databaseUrl: string, receiver: Receiver): Promise<Pick<Report, 'deliveries' | 'backlog'>> {
+  const isSelected = (name: DeliveryScenarioName | 'delivery-backlog') => SELECTED.has(name)
+  if (!DELIVERY_SCENARIOS.some(isSelected) && !isSelected('delivery-backlog')) return { deliveries: [], backlog: undefined }
+  // The ingest scenarios' outbox rows would be drained by the scenarios' workers too: they go first.
+  await deleteCreatedOrganizations(databaseUrl)
+  const others = await pendingDeliveries(databaseUrl)
+  if (others > 0) console.log(`note: ${others} pending deliveries of other organizations are in the database; the workers will send them too`)
+  return await withServer(databaseUrl, 'off', async (server) => {
+    const context: DeliveryContext = {
+      databaseUrl, server, receiver, workerEnv: workerSettings(), durationSeconds: DURATION_SECONDS, warmUpSeconds: WARM_UP_SECONDS
+    }
+    const cleanUp = async () => { await deleteCreatedOrganizations(databaseUrl) }
+    const deliveries = await runDeliveryScenarios(context, isSelected, cleanUp)
+    if (!isSelected('delivery-backlog')) return { deliveries, backlog: undefined }
+    const backlog = await measureBacklog(context, BACKLOG_ROWS)
+    await cleanUp()
+    return { deliveries: [...deliveries, backlog.result], backlog }
+  })
+}
+
+/** The selected delivery scenarios' set-up for the report's settings line ('' when none runs). */
+function describeDelivery (): string {
+  const parts = [
+    DELIVERY_SCENARIOS.some((name) => SELECTED.has(name)) ? describeDeliveryScenarios(DURATION_SECONDS) : '',
+    SELECTED.has('delivery-backlog') ? describeBacklog(BACKLOG_ROWS) : ''
+  ]
+  return parts.filter((part) => part !== '').map((part) => `${part}; `).join('')
 }
 
 async function main (): Promise<number> {
@@ -299,24 +295,27 @@ async function main (): Promise<number> {
   const receiver = await startReceiver()
   try {
     console.log(`each scenario: ${WARM_UP_SECONDS} s warm-up, then ${DURATION_SECONDS} s measured at ${CONNECTIONS} connections\n`)
-    const { scenarios, soak: soakResult } = await runScenarios(database.url, receiver.url)
+    const { scenarios, soak: soakResult } = await runIngestScenarios(database.url, receiver.url)
+    const { deliveries, backlog } = await runDelivery(database.url, receiver)
     const report = renderReport({
       database: `${process.env.DATABASE_URL ? 'DATABASE_URL' : 'embedded'}, ${await databaseVersion(database.url)}`,
       settings: `${CONNECTIONS} connections, ${WARM_UP_SECONDS} s warm-up + ${DURATION_SECONDS} s per scenario, ~${PAYLOAD_BYTES} B payloads, ` +
-        `production build, LOG_LEVEL=${serverSettings('off').LOG_LEVEL}; ${WEBHOOKS_PER_ORGANIZATION} webhooks per organization in the ` +
+        `production build, LOG_LEVEL=${LOG_LEVEL}; ${WEBHOOKS_PER_ORGANIZATION} webhooks per organization in the ` +
         'ingest+webhooks scenarios (outbox rows written; the delivery worker runs in the server only in ingest+webhooks+delivery, ' +
-        `its receiver in the bench process); ${describeOverrides()}`,
+        `its receiver in the bench process); ${describeDelivery()}${describeOverrides()}`,
       scenarios,
       soak: soakResult,
+      deliveries,
+      backlog,
       profile: CPU_PROFILE === undefined ? undefined : { scenario: CPU_PROFILE, frames: await profile(database.url, CPU_PROFILE) }
     })
     console.log(`\n${report}`)
     console.log(`\nappended to ${await saveReport(report, RESULTS_DIR)}`)
-    return scenarios.every((result) => result.rowCheckOk) ? 0 : 1
+    return [...scenarios, ...deliveries].every((result) => result.rowCheckOk) ? 0 : 1
   } finally {
-    receiver.server.closeAllConnections()
-    receiver.server.close()
-    await removeBenchData(database.url).finally(() => database.stop())
+    receiver.close()
+    console.log('removing the organizations the run created, with their events')
+    await deleteCreatedOrganizations(database.url).finally(() => database.stop())
   }
 }
 

@@ -1,28 +1,49 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
+import { mkdirSync, openSync, closeSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { freePort } from '../lib/free-port.js'
 
 const SERVER_SCRIPT = fileURLToPath(new URL('../server.js', import.meta.url))
+const WORKER_SCRIPT = fileURLToPath(new URL('../worker.js', import.meta.url))
+/** The last worker's log (the server's goes to /dev/null); where to look when a worker exits early. */
+export const WORKER_LOG = '.data/bench-worker.log'
 const HEALTH_TIMEOUT_MS = 30_000
 const STOP_TIMEOUT_MS = 15_000
 const RSS_SAMPLE_MS = 250
 
-export interface BenchServer {
-  baseUrl: string
-  /** Resident set size of the server process in MB, or undefined where /proc is not available. */
+/** Anything whose resident set size can be sampled. */
+export interface RssSource {
+  /** Resident set size in MB, or undefined where /proc is not available. */
   rssMb: () => Promise<number | undefined>
+}
+
+export interface BenchProcess extends RssSource {
+  /** False once the process has exited. */
+  running: () => boolean
   stop: () => Promise<void>
+}
+
+export interface BenchServer extends BenchProcess {
+  baseUrl: string
 }
 
 export interface ServerOptions {
   databaseUrl: string
-  /** Settings for the server on top of the bench's own environment. */
+  /** Settings for the process on top of the bench's own environment. */
   env: Record<string, string>
   /** When set, the server writes a V8 CPU profile into this folder when it exits. */
   cpuProfileDir?: string
+}
+
+function benchProcess (child: ChildProcess): BenchProcess {
+  return {
+    rssMb: () => readRssMb(child.pid),
+    running: () => child.exitCode === null && child.signalCode === null,
+    stop: () => stopChild(child)
+  }
 }
 
 /**
@@ -37,29 +58,47 @@ export async function startServer (options: ServerOptions): Promise<BenchServer>
     stdio: ['ignore', 'ignore', 'inherit'],
     env: { ...process.env, ...options.env, DATABASE_URL: options.databaseUrl, HOST: '127.0.0.1', PORT: String(port) }
   })
+  const server = { ...benchProcess(child), baseUrl }
   try {
-    await waitForHealth(child, baseUrl)
+    await waitForHealth(server)
   } catch (error) {
-    await stopChild(child)
+    await server.stop()
     throw error
   }
-  return { baseUrl, rssMb: () => readRssMb(child.pid), stop: () => stopChild(child) }
+  return server
 }
 
-async function waitForHealth (child: ChildProcess, baseUrl: string): Promise<void> {
+/**
+ * Starts the delivery worker of the production build (dist/worker.js) as its own process, so its RSS is its
+ * own. It needs no readiness signal: the scenarios time deliveries from the first one that arrives.
+ */
+export function startWorker (options: ServerOptions): BenchProcess {
+  mkdirSync('.data', { recursive: true })
+  const log = openSync(WORKER_LOG, 'w')
+  try {
+    const child = spawn(process.execPath, [WORKER_SCRIPT], {
+      stdio: ['ignore', log, 'inherit'],
+      env: { ...process.env, ...options.env, DATABASE_URL: options.databaseUrl }
+    })
+    return benchProcess(child)
+  } finally {
+    // The child has its own copy of the descriptor.
+    closeSync(log)
+  }
+}
+
+async function waitForHealth (server: BenchServer): Promise<void> {
   const deadline = Date.now() + HEALTH_TIMEOUT_MS
   while (Date.now() < deadline) {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(`dist/server.js exited (code ${child.exitCode}, signal ${child.signalCode}) before answering /health`)
-    }
-    const status = await fetch(`${baseUrl}/health`, { signal: AbortSignal.timeout(1000) }).then((response) => response.status, () => 0)
+    if (!server.running()) throw new Error('dist/server.js exited before answering /health')
+    const status = await fetch(`${server.baseUrl}/health`, { signal: AbortSignal.timeout(1000) }).then((response) => response.status, () => 0)
     if (status === 200) return
     await sleep(200)
   }
-  throw new Error(`dist/server.js did not answer GET ${baseUrl}/health with 200 within ${HEALTH_TIMEOUT_MS / 1000} s`)
+  throw new Error(`dist/server.js did not answer GET ${server.baseUrl}/health with 200 within ${HEALTH_TIMEOUT_MS / 1000} s`)
 }
 
-/** SIGTERM lets server.ts close gracefully (and write its CPU profile); SIGKILL only if it hangs. */
+/** SIGTERM lets the process close gracefully (and write its CPU profile); SIGKILL only if it hangs. */
 async function stopChild (child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return
   const exited = once(child, 'exit')
@@ -79,11 +118,11 @@ async function readRssMb (pid: number | undefined): Promise<number | undefined> 
   return kilobytes === undefined ? undefined : Number(kilobytes) / 1024
 }
 
-/** Samples the server's RSS while `work` runs; returns its result with the samples (MB, in order). */
-export async function sampleRss<T> (server: BenchServer, work: () => Promise<T>, intervalMs = RSS_SAMPLE_MS): Promise<{ result: T, rssSamples: number[] }> {
+/** Samples a process's RSS while `work` runs; returns its result with the samples (MB, in order). */
+export async function sampleRss<T> (source: RssSource, work: () => Promise<T>, intervalMs = RSS_SAMPLE_MS): Promise<{ result: T, rssSamples: number[] }> {
   const rssSamples: number[] = []
   const sample = async () => {
-    const rss = await server.rssMb()
+    const rss = await source.rssMb()
     if (rss !== undefined) rssSamples.push(rss)
   }
   await sample()
@@ -94,4 +133,9 @@ export async function sampleRss<T> (server: BenchServer, work: () => Promise<T>,
     clearInterval(timer)
     await sample()
   }
+}
+
+/** The largest sample, or undefined when there are none (no /proc). */
+export function peakMb (samples: number[]): number | undefined {
+  return samples.length === 0 ? undefined : Math.max(...samples)
 }
