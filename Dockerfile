@@ -28,6 +28,13 @@ FROM node:20-bookworm-slim
 # (measured: ingest soak RSS 146 -> 327 MB in 120 s uncapped, level at ~190 MB with a 160 MB cap, same
 # throughput). Raise it for many concurrent large batches.
 ENV NODE_ENV=production HOST=0.0.0.0 PORT=3000 NODE_OPTIONS=--max-old-space-size=256
+# Listening on 0.0.0.0, the server refuses to start without an admin token (otherwise anyone could create API
+# keys): pass it at run time, never in the image, e.g.
+#   docker run -e DATABASE_URL=... -e ADMIN_TOKEN="$(openssl rand -base64 32)" -p 3000:3000 triggers-api
+# (or -e ALLOW_OPEN_KEY_CREATION=true for a throwaway demo: keys can then be created by anyone, free tier only).
+# Recommended too: WEBHOOK_SECRET_KEYS (signing secrets encrypted at rest), STATS_TOKEN, and TRUST_PROXY set to
+# your proxies' addresses when behind a load balancer. The worker (node dist/worker.js) needs none of them but
+# WEBHOOK_SECRET_KEYS.
 WORKDIR /app
 COPY --from=deps --chown=root:root /app/node_modules node_modules
 COPY --from=build --chown=root:root /app/dist dist

@@ -2,7 +2,7 @@ import Fastify, { LogController, type FastifyInstance, type FastifyReply, type F
 import sensible from '@fastify/sensible'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { randomUUID } from 'node:crypto'
-import configPlugin, { type Config } from './plugins/config.js'
+import configPlugin, { trustProxyOption, type Config } from './plugins/config.js'
 import errorsPlugin from './plugins/errors.js'
 import dbPlugin from './plugins/db.js'
 import notificationsPlugin from './plugins/notifications.js'
@@ -21,8 +21,10 @@ import leaseRoutes from './routes/inbox/leases.js'
 import streamRoutes from './routes/inbox/stream.js'
 import eventSignalsPlugin from './plugins/event-signals.js'
 import webhookWorkerPlugin from './plugins/webhook-worker.js'
+import webhookSecretsPlugin from './plugins/webhook-secrets.js'
 import webhookRoutes from './routes/webhooks/index.js'
 import { validatorCompiler } from './schemas/validation.js'
+import { loggerOptions } from './lib/logging.js'
 
 const BODY_LIMIT_BYTES = 256 * 1024
 
@@ -60,18 +62,17 @@ class OneLinePerRequest extends LogController {
   }
 }
 
-const REDACTED_HEADERS = ['authorization', 'x-api-key', 'x-admin-token'].map((name) => `req.headers["${name}"]`)
-
 /**
  * Builds the whole service. Plugins are registered explicitly (not autoloaded) so the order that matters
- * is visible here: config, errors, db, notifications (the LISTEN connection), auth (resolves keys), rate limit
- * (needs the organization), dedup, event signals, group commit, docs (must see every route), then routes.
+ * is visible here: config, errors, db, notifications (the LISTEN connection), rate limit (auth peeks at its
+ * per-address budget), auth (resolves keys, in the /api scope's onRequest, before the limiter's route hooks
+ * count the request), dedup, event signals, group commit, webhook secrets, docs (must see every route), routes.
  */
 export async function buildApp ({ config, databaseUrl }: AppOptions): Promise<FastifyInstance> {
   const app = Fastify({
-    logger: { level: config.LOG_LEVEL, redact: { paths: REDACTED_HEADERS, censor: '[redacted]' } },
+    logger: loggerOptions(config.LOG_LEVEL),
     bodyLimit: BODY_LIMIT_BYTES,
-    trustProxy: config.TRUST_PROXY,
+    trustProxy: trustProxyOption(config.TRUST_PROXY),
     requestIdHeader: 'x-request-id',
     genReqId: () => randomUUID(),
     logController: new OneLinePerRequest(),
@@ -101,11 +102,12 @@ export async function buildApp ({ config, databaseUrl }: AppOptions): Promise<Fa
     statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS
   })
   await app.register(notificationsPlugin, { databaseUrl })
-  await app.register(authPlugin)
   await app.register(rateLimitPlugin)
+  await app.register(authPlugin)
   await app.register(dedupPlugin)
   await app.register(eventSignalsPlugin)
   await app.register(groupCommitPlugin)
+  await app.register(webhookSecretsPlugin)
   await app.register(webhookWorkerPlugin)
   await app.register(docsPlugin)
 
@@ -116,6 +118,7 @@ export async function buildApp ({ config, databaseUrl }: AppOptions): Promise<Fa
     api.addHook('onRoute', (route) => {
       route.schema = { ...route.schema, security: [{ apiKey: [] }, { bearer: [] }] }
     })
+    api.addHook('onRequest', api.resolveOrganization)
     api.addHook('preValidation', api.requireOrganization)
     await api.register(keyRoutes)
     await api.register(eventRoutes)

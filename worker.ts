@@ -4,6 +4,7 @@ import pino from 'pino'
 import { runMigrations } from './db/migrate.js'
 import { poolClientSettings, survivePoolErrors } from './db/pool.js'
 import { createListener } from './lib/listener.js'
+import { loggerOptions } from './lib/logging.js'
 import { createDeliveryWorker } from './lib/webhooks/delivery-worker.js'
 import { loadConfig } from './plugins/config.js'
 
@@ -12,9 +13,8 @@ import { loadConfig } from './plugins/config.js'
  * with WEBHOOK_WORKER=off or adding delivery capacity. Needs DATABASE_URL (the API's database).
  */
 async function main (): Promise<void> {
-  const log = pino({ name: 'triggers-worker' })
-  const config = loadConfig()
-  log.level = config.LOG_LEVEL
+  const config = loadConfig(process.env, { listens: false })
+  const log = pino({ name: 'triggers-worker', ...loggerOptions(config.LOG_LEVEL) })
   if (config.DATABASE_URL === undefined) {
     throw new Error('DATABASE_URL is required for a separate worker (for the embedded default: postgres://postgres:postgres@127.0.0.1:54329/triggers)')
   }

@@ -25,11 +25,27 @@ export interface WebhookChanges {
 const COLUMNS = `id, organization_id, url, event_types, description, enabled, disabled_reason, secret, previous_secret,
                  previous_secret_until, created_at, updated_at`
 
-export async function insertWebhook (db: Queryable, organizationId: string, fields: { url: string, event_types: string[], description: string | null, secret: string }): Promise<WebhookRow> {
-  const { rows } = await db.query<WebhookRow>(
-    `INSERT INTO webhooks (organization_id, url, event_types, description, secret) VALUES ($1, $2, $3, $4, $5) RETURNING ${COLUMNS}`,
-    [organizationId, fields.url, fields.event_types, fields.description, fields.secret])
-  return rows[0] as WebhookRow
+export interface NewWebhook {
+  url: string
+  event_types: string[]
+  description: string | null
+  /** As stored: sealed by the caller (lib/webhooks/secret-box.ts). */
+  secret: string
+}
+
+/**
+ * Inserts the endpoint unless the organization already has `max`; undefined then. Run inside a transaction:
+ * the organization's row lock makes concurrent creations count each other (FOR NO KEY UPDATE, so event
+ * inserts, which only take KEY SHARE on the organization, are not held up).
+ */
+export async function insertWebhookWithinLimit (client: Queryable, organizationId: string, fields: NewWebhook, max: number): Promise<WebhookRow | undefined> {
+  await client.query('SELECT 1 FROM organizations WHERE id = $1 FOR NO KEY UPDATE', [organizationId])
+  const { rows } = await client.query<WebhookRow>(
+    `INSERT INTO webhooks (organization_id, url, event_types, description, secret)
+     SELECT $1, $2, $3, $4, $5 WHERE (SELECT count(*) FROM webhooks WHERE organization_id = $1) < $6
+     RETURNING ${COLUMNS}`,
+    [organizationId, fields.url, fields.event_types, fields.description, fields.secret, max])
+  return rows[0]
 }
 
 export async function listWebhooks (db: Queryable, organizationId: string): Promise<WebhookRow[]> {
@@ -63,11 +79,49 @@ export async function deleteWebhook (db: Queryable, organizationId: string, id: 
   return rowCount === 1
 }
 
-/** New secret; the current one keeps signing alongside it for `overlapSeconds`. */
+/** New secret (as stored); the current one keeps signing alongside it for `overlapSeconds`. */
 export async function rotateWebhookSecret (db: Queryable, organizationId: string, id: string, secret: string, overlapSeconds: number): Promise<WebhookRow | undefined> {
   const { rows } = await db.query<WebhookRow>(
     `UPDATE webhooks SET previous_secret = secret, previous_secret_until = now() + make_interval(secs => $4), secret = $3, updated_at = now()
      WHERE organization_id = $1 AND id = $2 RETURNING ${COLUMNS}`,
     [organizationId, id, secret, overlapSeconds])
   return rows[0]
+}
+
+/** Forgets previous secrets whose overlap has ended (migration 009's partial index keeps this cheap). */
+export async function clearExpiredPreviousSecrets (db: Queryable): Promise<number> {
+  const { rowCount } = await db.query(
+    `UPDATE webhooks SET previous_secret = NULL, previous_secret_until = NULL
+     WHERE previous_secret IS NOT NULL AND (previous_secret_until IS NULL OR previous_secret_until <= now())`)
+  return rowCount ?? 0
+}
+
+export interface StoredSecrets {
+  id: string
+  secret: string
+  previous_secret: string | null
+}
+
+/** Up to `limit` endpoints after `afterId` (id order) with a secret not stored under `prefix`. */
+export async function listSecretsNotSealedWith (db: Queryable, prefix: string, afterId: string | null, limit: number): Promise<StoredSecrets[]> {
+  const { rows } = await db.query<StoredSecrets>(
+    `SELECT id, secret, previous_secret FROM webhooks
+     WHERE ($2::uuid IS NULL OR id > $2) AND (NOT starts_with(secret, $1) OR NOT starts_with(previous_secret, $1))
+     ORDER BY id LIMIT $3`,
+    [prefix, afterId, limit])
+  return rows
+}
+
+/**
+ * Stores re-encrypted secrets, each only if the row still holds what was read (`before`): a secret rotated
+ * meanwhile is already sealed with the current key and must not be overwritten with the older one.
+ */
+export async function replaceStoredSecrets (db: Queryable, before: StoredSecrets[], after: StoredSecrets[]): Promise<number> {
+  const { rowCount } = await db.query(
+    `UPDATE webhooks w SET secret = r.secret, previous_secret = r.previous_secret
+     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[]) AS r (id, old_secret, old_previous, secret, previous_secret)
+     WHERE w.id = r.id AND w.secret = r.old_secret AND w.previous_secret IS NOT DISTINCT FROM r.old_previous`,
+    [before.map((row) => row.id), before.map((row) => row.secret), before.map((row) => row.previous_secret),
+      after.map((row) => row.secret), after.map((row) => row.previous_secret)])
+  return rowCount ?? 0
 }

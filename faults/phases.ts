@@ -13,7 +13,12 @@ const REDIS_DOWN_MS = 3000
 /** Slow enough that several sends are open when the worker is killed. */
 const SLOW_RECEIVER_MS = 300
 const MIN_SENDS_IN_FLIGHT = 5
-const FAULTY_EVENTS = 30
+/**
+ * Events per faulty endpoint. Each failed round halves an endpoint's concurrency (32 -> 16 -> 8 over the three
+ * attempts), by design, so a hanging receiver holds few connections; with at most 8 events every retry still
+ * finds a free slot, and lateness measures the worker's timing rather than that throttle.
+ */
+const FAULTY_EVENTS = 8
 /** A timely worker ends the faulty deliveries in about 3 timeouts + the schedule (~9 s); twice that and more. */
 const SETTLE_TIMEOUT_MS = 20_000
 /** Jitter (10 %) and the claim loop's own pace; anything later waited for a poll or a stray notification. */

@@ -1,6 +1,9 @@
 import fp from 'fastify-plugin'
 import envSchema from 'env-schema'
+import ipaddr from 'ipaddr.js'
+import { isIP } from 'node:net'
 import { Type, type Static } from 'typebox'
+import { parseSecretKeys } from '../lib/webhooks/secret-box.js'
 
 const perMinute = (defaultLimit: number, description: string) =>
   Type.Integer({ minimum: 0, default: defaultLimit, description: `${description} (0 = unlimited)` })
@@ -18,13 +21,17 @@ export const ConfigSchema = Type.Object({
   REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
   REDIS_KEY_PREFIX: Type.String({ minLength: 1, default: 'triggers:rate-limit:' }),
   ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 16 })),
+  ALLOW_OPEN_KEY_CREATION: Type.Boolean({ default: false, description: 'lets a server reachable from outside start without ADMIN_TOKEN (demos only)' }),
+  STATS_TOKEN: Type.Optional(Type.String({ minLength: 16, description: 'when set, /stats/* need Authorization: Bearer <STATS_TOKEN>' })),
   RATE_LIMIT_FREE: perMinute(100, 'requests per minute for the free tier'),
   RATE_LIMIT_STARTER: perMinute(1000, 'requests per minute for the starter tier'),
   RATE_LIMIT_PROFESSIONAL: perMinute(5000, 'requests per minute for the professional tier'),
   RATE_LIMIT_ENTERPRISE: perMinute(10000, 'requests per minute for the enterprise tier'),
   RATE_LIMIT_ANONYMOUS: perMinute(1000, 'requests per minute per IP without a valid API key'),
+  RATE_LIMIT_IPV6_PREFIX: Type.Integer({ minimum: 1, maximum: 128, default: 64, description: 'IPv6 clients share one per-IP budget per prefix of this length' }),
   API_KEY_CACHE_SIZE: Type.Integer({ minimum: 1, default: 10000, description: 'organizations kept in memory by API key' }),
   API_KEY_CACHE_TTL_SECONDS: Type.Integer({ minimum: 0, maximum: 86400, default: 60, description: 'longest a cached key is trusted (0 = no cache)' }),
+  API_KEY_NEGATIVE_CACHE_SECONDS: Type.Integer({ minimum: 0, maximum: 3600, default: 10, description: 'how long an unknown key is answered without a lookup (0 = off)' }),
   DEDUP_CACHE_SIZE: Type.Integer({ minimum: 1, default: 100000 }),
   PAYLOAD_MAX_DEPTH: Type.Integer({ minimum: 1, maximum: 1000, default: 64, description: 'deepest nesting of objects and arrays in an event payload' }),
   INGEST_GROUP_WAIT_MS: Type.Integer({ minimum: 0, maximum: 100, default: 0, description: 'longest an event waits for others to share its commit (0 = those arriving together)' }),
@@ -35,6 +42,9 @@ export const ConfigSchema = Type.Object({
   INGEST_ISOLATED_RETRY_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 100, default: 2, description: 'writes of a refused group retried alone at once' }),
   INBOX_MAX_LEASES: Type.Integer({ minimum: 1, maximum: 1000, default: 5, description: 'leases without ack before an event is quarantined' }),
   INBOX_STREAM_HEARTBEAT_SECONDS: Type.Integer({ minimum: 1, maximum: 300, default: 15 }),
+  INBOX_STREAMS_PER_ORGANIZATION: Type.Integer({ minimum: 1, maximum: 100000, default: 100, description: 'open event streams per organization, per process' }),
+  INBOX_LONG_POLLS_PER_ORGANIZATION: Type.Integer({ minimum: 1, maximum: 100000, default: 100, description: 'waiting long polls per organization, per process' }),
+  WEBHOOKS_PER_ORGANIZATION: Type.Integer({ minimum: 1, maximum: 100000, default: 50, description: 'webhook endpoints an organization may register' }),
   WEBHOOK_WORKER: Type.Enum(['on', 'off'], { default: 'on', description: 'run the delivery worker inside the API process' }),
   WEBHOOK_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 120000, default: 10000 }),
   WEBHOOK_RETRY_SCHEDULE: Type.String({ pattern: '^\\s*\\d+(\\s*,\\s*\\d+)*\\s*$', default: '0,5,300,1800,7200,18000,36000,36000', description: 'seconds before each attempt' }),
@@ -46,20 +56,85 @@ export const ConfigSchema = Type.Object({
   WEBHOOK_CLAIM_SECONDS: Type.Integer({ minimum: 1, maximum: 3600, default: 60, description: 'how long a claimed delivery stays with its worker' }),
   WEBHOOK_POLL_INTERVAL_MS: Type.Integer({ minimum: 50, maximum: 60000, default: 1000 }),
   WEBHOOK_SECRET_OVERLAP_SECONDS: Type.Integer({ minimum: 0, default: 86400 }),
-  TRUST_PROXY: Type.Boolean({ default: false })
+  WEBHOOK_SECRET_KEYS: Type.Optional(Type.String({ description: 'id:base64-key,... (AES-256); the first encrypts webhook secrets, all decrypt' })),
+  TRUST_PROXY: Type.String({ minLength: 1, default: 'false', description: 'false, a hop count, or proxy addresses/CIDRs separated by commas' })
 })
 
 export type Config = Static<typeof ConfigSchema>
 
+export interface LoadOptions {
+  /** False for processes that serve no HTTP (the worker, migrations): the open-key-creation check is theirs to skip. */
+  listens?: boolean
+}
+
 /** Reads and validates settings; an invalid value throws an error that names the setting. */
-export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
+export function loadConfig (env: NodeJS.ProcessEnv = process.env, { listens = true }: LoadOptions = {}): Config {
   const data = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== ''))
+  let config: Config
   try {
-    return envSchema<Config>({ schema: ConfigSchema, data, env: false, dotenv: false })
+    config = envSchema<Config>({ schema: ConfigSchema, data, env: false, dotenv: false })
+    trustProxyOption(config.TRUST_PROXY)
+    parseSecretKeys(config.WEBHOOK_SECRET_KEYS)
   } catch (error) {
     const detail = error instanceof Error ? error.message : String(error)
     throw new Error(`Invalid configuration: ${detail}`)
   }
+  if (listens) refuseOpenKeyCreation(config)
+  return config
+}
+
+const LOOPBACK_NAMES = new Set(['localhost', 'ip6-localhost', 'ip6-loopback'])
+
+/** Whether HOST only accepts connections from this machine. Any other name may resolve to anything: not loopback. */
+export function isLoopbackHost (host: string): boolean {
+  const bare = host.replace(/^\[|\]$/g, '')
+  if (LOOPBACK_NAMES.has(bare.toLowerCase())) return true
+  return isIP(bare) !== 0 && ipaddr.process(bare).range() === 'loopback'
+}
+
+/**
+ * Without ADMIN_TOKEN anyone who reaches the service can create organizations and keys; that is acceptable on
+ * loopback (development) and nowhere else, unless the operator says so explicitly.
+ */
+function refuseOpenKeyCreation (config: Config): void {
+  if (config.ADMIN_TOKEN !== undefined || config.ALLOW_OPEN_KEY_CREATION || isLoopbackHost(config.HOST)) return
+  throw new Error(
+    `Refusing to start: HOST=${config.HOST} accepts connections from other machines and ADMIN_TOKEN is not set, so ` +
+    'anyone could create API keys. Set ADMIN_TOKEN (at least 16 characters; POST /api/keys/generate then requires it in ' +
+    'X-Admin-Token), or set ALLOW_OPEN_KEY_CREATION=true for a demo.')
+}
+
+// Names proxy-addr (Fastify's trustProxy) understands besides addresses and CIDRs.
+const PROXY_RANGE_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal'])
+
+function isProxyAddress (entry: string): boolean {
+  if (PROXY_RANGE_NAMES.has(entry) || isIP(entry) !== 0) return true
+  try {
+    ipaddr.parseCIDR(entry)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Fastify's trustProxy from TRUST_PROXY: `false` or `0` (no proxy), a hop count n (the client is the address
+ * the n-th proxy in front saw: safe only when nothing reaches the service except through those proxies), or
+ * a list of proxy addresses/CIDRs (hops are trusted only from those, so a client that connects directly
+ * cannot forge its address). `true` used to trust every hop, which lets any client choose its own address with
+ * X-Forwarded-For; it is now read as one hop. Hop counts become a function: Fastify 5 trusts no hop for a bare number.
+ */
+export function trustProxyOption (setting: string): false | string[] | ((address: string, hop: number) => boolean) {
+  const value = setting.trim().toLowerCase()
+  if (value === 'false') return false
+  const hops = value === 'true' ? 1 : /^\d+$/.test(value) ? Number(value) : undefined
+  if (hops !== undefined) return hops === 0 ? false : (_address, hop) => hop < hops
+  const entries = value.split(',').map((entry) => entry.trim())
+  const wrong = entries.find((entry) => !isProxyAddress(entry))
+  if (wrong !== undefined) {
+    throw new Error(`env/TRUST_PROXY must be false, a hop count, or proxy addresses/CIDRs separated by commas ("${wrong}" is none of these)`)
+  }
+  return entries
 }
 
 declare module 'fastify' {

@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import { EventEmitter, once } from 'node:events'
+import { EventEmitter, once, setMaxListeners } from 'node:events'
 import { EVENTS_CHANNEL, notifyEventsAvailable } from '../db/events.js'
 import { createCoalescedNotifier } from '../lib/coalesced-notify.js'
 
@@ -37,6 +37,8 @@ export default fp(async (fastify) => {
   const arrivals = new EventEmitter()
   arrivals.setMaxListeners(0)
   const closing = new AbortController()
+  // Every open stream listens on it (up to INBOX_STREAMS_PER_ORGANIZATION per organization): not a leak.
+  setMaxListeners(0, closing.signal)
 
   fastify.notifications.listen(EVENTS_CHANNEL, (payload) => {
     const [organizationId, count] = payload.split(':')

@@ -11,11 +11,22 @@ export interface Teardown {
 const databaseUrl = process.env.DATABASE_URL
 if (!databaseUrl) throw new Error('DATABASE_URL is not set: run the suite with `npm test`, which provides one')
 
+/** The test apps' ADMIN_TOKEN (unless a test overrides it): createOrganization sends it, so every tier can be made. */
+export const TEST_ADMIN_TOKEN = 'test-admin-token-0123456789abcdef'
+
+/**
+ * Webhook secret keys every test app knows, so that any app can read any other's rows (apps re-encrypt every
+ * row of the shared database at start-up). The first encrypts unless a test puts the other first.
+ */
+export const TEST_SECRET_KEYS = [`test-a:${Buffer.alloc(32, 'a').toString('base64')}`, `test-b:${Buffer.alloc(32, 'b').toString('base64')}`]
+
 /** Settings for a test app: quiet logs, limits out of the way, its own Redis key space. */
 export function testConfig (overrides: Record<string, string> = {}): Config {
   return loadConfig({
     ...process.env,
     LOG_LEVEL: 'silent',
+    ADMIN_TOKEN: TEST_ADMIN_TOKEN,
+    WEBHOOK_SECRET_KEYS: TEST_SECRET_KEYS.join(','),
     RATE_LIMIT_FREE: '0',
     RATE_LIMIT_ANONYMOUS: '0',
     REDIS_KEY_PREFIX: `test:${randomUUID()}:`,
@@ -64,9 +75,11 @@ export interface TestOrganization {
 }
 
 export async function createOrganization (app: FastifyInstance, tier = 'free'): Promise<TestOrganization> {
+  const adminToken = app.config.ADMIN_TOKEN
   const response = await app.inject({
     method: 'POST',
     url: '/api/keys/generate',
+    headers: adminToken === undefined ? {} : { 'x-admin-token': adminToken },
     payload: { organization_name: `test-org-${randomUUID()}`, tier }
   })
   if (response.statusCode !== 201) throw new Error(`key generation failed: ${response.body}`)

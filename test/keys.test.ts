@@ -1,9 +1,11 @@
 import t from 'tap'
-import { buildTestApp, createOrganization } from './helpers.js'
+import { buildTestApp, createOrganization, TEST_ADMIN_TOKEN } from './helpers.js'
+
+const admin = { 'x-admin-token': TEST_ADMIN_TOKEN }
 
 t.test('POST /api/keys/generate creates an organization and shows the key once', async (t) => {
   const app = await buildTestApp(t)
-  const response = await app.inject({ method: 'POST', url: '/api/keys/generate', payload: { organization_name: 'Acme Ünïcode 🚀' } })
+  const response = await app.inject({ method: 'POST', url: '/api/keys/generate', headers: admin, payload: { organization_name: 'Acme Ünïcode 🚀' } })
   t.equal(response.statusCode, 201)
   const body = response.json()
   t.match(body, {
@@ -31,7 +33,7 @@ t.test('generate validates its body', async (t) => {
     { organization_name: 42 }
   ]
   for (const payload of cases) {
-    const response = await app.inject({ method: 'POST', url: '/api/keys/generate', payload })
+    const response = await app.inject({ method: 'POST', url: '/api/keys/generate', headers: admin, payload })
     t.equal(response.statusCode, 400, JSON.stringify(payload))
     t.match(response.json(), { statusCode: 400, error: 'Bad Request', code: 'validation_failed', message: String })
   }

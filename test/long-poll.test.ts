@@ -57,7 +57,7 @@ t.test('a long poll with nothing to lease ends empty at its deadline', async (t)
 })
 
 t.test('200 concurrent long polls hold no pool client, and all end on shutdown', async (t) => {
-  const app = await buildTestApp(t)
+  const app = await buildTestApp(t, { INBOX_LONG_POLLS_PER_ORGANIZATION: '200' })
   const baseUrl = await listen(app)
   const organization = await createOrganization(app)
   const polls = Array.from({ length: 200 }, () => leaseOverHttp(baseUrl, organization, { wait_seconds: 20 }).then(async (response) => ({

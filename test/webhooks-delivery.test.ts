@@ -200,7 +200,8 @@ t.test('deliveries claimed by a worker killed with SIGKILL are completed by anot
   await createWebhook(t, app, organization, { url: receiver.url })
   const child = spawn(process.execPath, [...process.execArgv, path.resolve('worker.ts')], {
     // Short claims so the killed worker's deliveries come back soon (timeout + 5 s).
-    env: { ...process.env, ...WORKER_SETTINGS, WEBHOOK_TIMEOUT_MS: '3000', WEBHOOK_CLAIM_SECONDS: '1', LOG_LEVEL: 'warn' },
+    // The test apps' secret keys, so the worker can decrypt the signing secrets they stored.
+    env: { ...process.env, ...WORKER_SETTINGS, WEBHOOK_SECRET_KEYS: app.config.WEBHOOK_SECRET_KEYS, WEBHOOK_TIMEOUT_MS: '3000', WEBHOOK_CLAIM_SECONDS: '1', LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'inherit', 'inherit']
   })
   const eventIds: string[] = []

@@ -48,6 +48,7 @@ function startWorker (t: Parameters<typeof buildTestApp>[0], app: FastifyInstanc
     workerConcurrency: 64,
     claimSeconds: 30,
     pollIntervalMs: 200,
+    secrets: app.webhookSecrets,
     ...settings
   })
   worker.start()

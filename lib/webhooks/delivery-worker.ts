@@ -6,6 +6,7 @@ import type { Config } from '../../plugins/config.js'
 import type { Notifications } from '../listener.js'
 import { EndpointLimits, type EndpointSignal } from './endpoint-limits.js'
 import { nextRetryDelayMs, parseRetrySchedule, type RetrySchedule } from './retry-schedule.js'
+import { createSecretBox, type SecretBox } from './secret-box.js'
 import { createWebhookSender, type WebhookSender } from './send.js'
 import { activeSecrets, signWebhook } from './signing.js'
 
@@ -24,6 +25,8 @@ export interface DeliveryWorkerOptions {
   workerConcurrency: number
   claimSeconds: number
   pollIntervalMs: number
+  /** Decrypts the stored signing secrets. */
+  secrets: SecretBox
 }
 
 // Rows one claim takes at most, and how long a woken worker lets finished sends gather before claiming their
@@ -61,6 +64,11 @@ export class DeliveryWorker {
   private endSleep: (() => void) | undefined
   /** Set by a wake-up that came while not sleeping, so the next sleep is skipped and nothing is missed. */
   private woken = false
+  /**
+   * The earliest moment work this worker knows of comes due: a retry it scheduled, or the lapse of claims it
+   * could not record. It sleeps until then rather than waiting for the poll.
+   */
+  private nextDueAt = Number.POSITIVE_INFINITY
 
   constructor (private readonly options: DeliveryWorkerOptions) {
     // Every send in flight listens on the stop signal: hundreds at once are expected, not a leak.
@@ -106,17 +114,27 @@ export class DeliveryWorker {
         this.options.log.warn({ err: error }, 'claiming deliveries failed; retrying')
       }
       if (full) await this.pause(CLAIM_GATHER_MS)
-      else if (await this.sleep(this.options.pollIntervalMs)) await this.pause(CLAIM_GATHER_MS)
+      else if (await this.sleep(this.sleepMs())) await this.pause(CLAIM_GATHER_MS)
     }
+  }
+
+  /** Until the poll, or until work this worker knows of comes due, whichever is sooner. */
+  private sleepMs (): number {
+    const now = Date.now()
+    if (this.nextDueAt <= now) this.nextDueAt = Number.POSITIVE_INFINITY
+    return Math.max(1, Math.min(this.options.pollIntervalMs, this.nextDueAt - now))
+  }
+
+  private dueAt (time: number): void {
+    this.nextDueAt = Math.min(this.nextDueAt, time)
   }
 
   /** Claims what the worker and its endpoints have room for and starts sending; true when it filled that room. */
   private async claimAndDispatch (): Promise<boolean> {
     const room = Math.min(MAX_CLAIM, this.options.workerConcurrency - this.inFlight.size)
     if (room <= 0) return false
-    const claimSeconds = Math.max(this.options.claimSeconds, Math.ceil(this.options.timeoutMs / 1000) + 5)
     const claimed = await claimDeliveries(this.options.pool, {
-      limit: room, claimSeconds, capacities: this.limits.capacities(), defaultCapacity: this.options.endpointConcurrency
+      limit: room, claimSeconds: this.claimSeconds(), capacities: this.limits.capacities(), defaultCapacity: this.options.endpointConcurrency
     })
     for (const delivery of claimed) this.dispatch(delivery)
     return claimed.length === room
@@ -137,7 +155,7 @@ export class DeliveryWorker {
   }
 
   private async deliver (delivery: ClaimedDelivery): Promise<EndpointSignal> {
-    const request = signWebhook(delivery.event_id, delivery.type, delivery.payload, activeSecrets(delivery))
+    const request = signWebhook(delivery.event_id, delivery.type, delivery.payload, activeSecrets(delivery, this.options.secrets))
     const attemptedAt = new Date()
     const outcome = await this.sender.send(delivery.url, request, this.stopping.signal)
     if (this.stopping.signal.aborted && !outcome.succeeded) {
@@ -146,6 +164,7 @@ export class DeliveryWorker {
     }
     const attempt = delivery.attempts + 1
     const delayMs = outcome.succeeded ? null : nextRetryDelayMs(this.options.schedule, attempt, outcome.retryAfterSeconds)
+    if (delayMs !== null) this.dueAt(Date.now() + delayMs)
     this.addOutcome({
       delivery_id: delivery.id,
       event_id: delivery.event_id,
@@ -187,9 +206,15 @@ export class DeliveryWorker {
         if (tries < RECORD_TRIES && retryableRecordError(error)) continue
         // The claims lapse by themselves, so these deliveries are sent again (at least once) though unrecorded.
         this.options.log.warn({ err: error, attempts: batch.length }, 'recording delivery attempts failed')
+        this.dueAt(Date.now() + this.claimSeconds() * 1000 + 100)
         return
       }
     }
+  }
+
+  /** A claim outlives the longest send by 5 s, so it never lapses while its send is still in flight. */
+  private claimSeconds (): number {
+    return Math.max(this.options.claimSeconds, Math.ceil(this.options.timeoutMs / 1000) + 5)
   }
 
   private wake (): void {
@@ -238,6 +263,7 @@ export function createDeliveryWorker (config: Config, pool: Pool, notifications:
     endpointMaxConcurrency: config.WEBHOOK_ENDPOINT_MAX_CONCURRENCY,
     workerConcurrency: config.WEBHOOK_WORKER_CONCURRENCY,
     claimSeconds: config.WEBHOOK_CLAIM_SECONDS,
-    pollIntervalMs: config.WEBHOOK_POLL_INTERVAL_MS
+    pollIntervalMs: config.WEBHOOK_POLL_INTERVAL_MS,
+    secrets: createSecretBox(config.WEBHOOK_SECRET_KEYS)
   })
 }

@@ -1,7 +1,7 @@
 import { Agent, errors } from 'undici'
 import { parseRetryAfter } from './retry-schedule.js'
 import type { SignedRequest } from './signing.js'
-import { guardedLookup, refuseUrlWithoutLookup, RefusedAddressError } from './url-guard.js'
+import { createGuardedLookup, refuseUrlWithoutLookup, RefusedAddressError, type Resolver } from './url-guard.js'
 
 export interface SendOutcome {
   succeeded: boolean
@@ -19,6 +19,8 @@ export interface WebhookSenderOptions {
   allowPrivateUrls: boolean
   /** Kept-alive connections per endpoint origin (at least the most requests one endpoint may have in flight). */
   connectionsPerOrigin: number
+  /** Name resolution for new connections (the system resolver by default; tests play DNS with it). */
+  resolve?: Resolver
 }
 
 export interface WebhookSender {
@@ -42,7 +44,7 @@ export function createWebhookSender (options: WebhookSenderOptions): WebhookSend
     keepAliveTimeout: 30_000,
     headersTimeout: options.timeoutMs,
     bodyTimeout: options.timeoutMs,
-    connect: options.allowPrivateUrls ? {} : { lookup: guardedLookup }
+    connect: options.allowPrivateUrls ? {} : { lookup: createGuardedLookup(options.resolve) }
   })
 
   const send = async (url: string, request: SignedRequest, signal?: AbortSignal): Promise<SendOutcome> => {

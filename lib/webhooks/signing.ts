@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { Webhook } from 'standardwebhooks'
 import type { WebhookRow } from '../../db/webhooks.js'
+import type { SecretBox } from './secret-box.js'
 
 /** `whsec_` + base64 of 24 random bytes, the Standard Webhooks secret format. */
 export function createWebhookSecret (): string {
@@ -35,8 +36,12 @@ export function signWebhook (eventId: string, type: string, data: unknown, secre
   }
 }
 
-/** The secrets that sign right now: the current one, and the previous one during its overlap. */
-export function activeSecrets (webhook: Pick<WebhookRow, 'secret' | 'previous_secret' | 'previous_secret_until'>, now = new Date()): string[] {
-  const previousActive = webhook.previous_secret !== null && webhook.previous_secret_until !== null && webhook.previous_secret_until > now
-  return previousActive && webhook.previous_secret !== null ? [webhook.secret, webhook.previous_secret] : [webhook.secret]
+/**
+ * The secrets that sign right now, decrypted: the current one, and the previous one during its overlap (after
+ * it, the previous secret is ignored here and cleared from the row by the sweep in plugins/webhook-secrets.ts).
+ */
+export function activeSecrets (webhook: Pick<WebhookRow, 'secret' | 'previous_secret' | 'previous_secret_until'>, box: SecretBox, now = new Date()): string[] {
+  const { previous_secret: previous, previous_secret_until: until } = webhook
+  const previousActive = previous !== null && until !== null && until > now
+  return previousActive ? [box.open(webhook.secret), box.open(previous)] : [box.open(webhook.secret)]
 }

@@ -1,6 +1,19 @@
 import ipaddr from 'ipaddr.js'
-import { lookup, type LookupAddress } from 'node:dns'
-import { lookup as lookupAll } from 'node:dns/promises'
+import { lookup, type LookupAddress, type LookupAllOptions } from 'node:dns'
+
+/**
+ * How names are resolved: dns.lookup's callback form with `all: true`. Injectable so a test can play a DNS
+ * server that answers differently each time (rebinding) without any real resolution or connection.
+ */
+export type Resolver = (hostname: string, options: LookupAllOptions, callback: (error: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void) => void
+
+const systemResolver: Resolver = (hostname, options, callback) => lookup(hostname, options, callback)
+
+function resolveAll (resolve: Resolver, hostname: string): Promise<LookupAddress[]> {
+  return new Promise((resolvePromise, reject) => {
+    resolve(hostname, { all: true }, (error, addresses) => error ? reject(error) : resolvePromise(addresses))
+  })
+}
 
 /** A public unicast address (no loopback, private, link-local such as cloud metadata, or other reserved ranges). */
 export function isPublicAddress (address: string): boolean {
@@ -33,16 +46,16 @@ export function refuseUrlWithoutLookup (url: string, allowPrivate: boolean): str
 /**
  * SSRF guard at creation time: the URL passes refuseUrlWithoutLookup and every address its host resolves to
  * now is public. Returns the reason it is refused, or undefined when it is allowed. (At send time the check
- * is made on the address actually connected to: see guardedLookup.)
+ * is made on the address actually connected to: see createGuardedLookup.)
  */
-export async function refuseWebhookUrl (url: string, allowPrivate: boolean): Promise<string | undefined> {
+export async function refuseWebhookUrl (url: string, allowPrivate: boolean, resolve: Resolver = systemResolver): Promise<string | undefined> {
   const refused = refuseUrlWithoutLookup(url, allowPrivate)
   if (refused !== undefined || allowPrivate) return refused
   const host = hostOf(new URL(url))
   if (ipaddr.isValid(host)) return undefined
   let addresses: string[]
   try {
-    addresses = (await lookupAll(host, { all: true })).map((entry) => entry.address)
+    addresses = (await resolveAll(resolve, host)).map((entry) => entry.address)
   } catch {
     return `host ${host} does not resolve`
   }
@@ -57,13 +70,16 @@ export class RefusedAddressError extends Error {
   override readonly name = 'RefusedAddressError'
 }
 
+export type GuardedLookup = (hostname: string, options: { all?: boolean, family?: number | string }, callback: LookupCallback) => void
+
 /**
- * A `lookup` for outgoing webhook connections: resolves like the system resolver, then refuses the connection
- * when any address is not public. Because the socket connects to exactly the address checked here, a name that
- * answers a public address to an earlier check and a private one now (DNS rebinding) cannot slip through.
+ * A `lookup` for outgoing webhook connections: resolves (with `resolve`, the system resolver by default), then
+ * refuses the connection when any address is not public. Because the socket connects to exactly the address
+ * checked here, a name that answers a public address to an earlier check and a private one now (DNS
+ * rebinding) cannot slip through.
  */
-export function guardedLookup (hostname: string, options: { all?: boolean, family?: number | string }, callback: LookupCallback): void {
-  lookup(hostname, { ...options, all: true } as { all: true }, (error, addresses) => {
+export const createGuardedLookup = (resolve: Resolver = systemResolver): GuardedLookup => (hostname, options, callback) => {
+  resolve(hostname, { ...options, all: true } as LookupAllOptions, (error, addresses) => {
     if (error) return callback(error, [])
     const blocked = addresses.find((entry) => !isPublicAddress(entry.address))
     if (blocked !== undefined) {

@@ -9,11 +9,13 @@ const PoolStats = Type.Object({
   waiting: Type.Integer({ description: 'Queries waiting for a client' })
 })
 
-const publicRoute = { rateLimit: false } as const
+// Liveness answers from memory, so it stays unmetered (orchestrators poll it); readiness queries the database and
+// is counted per client address like any request without a key.
+const unmetered = { rateLimit: false } as const
 
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/health', {
-    config: publicRoute,
+    config: unmetered,
     schema: {
       tags: ['health'],
       summary: 'Liveness: answers without touching the database',
@@ -22,7 +24,6 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   }, async () => ({ status: 'ok' as const }))
 
   fastify.get('/health/ready', {
-    config: publicRoute,
     schema: {
       tags: ['health'],
       summary: 'Readiness: the database answers; includes connection pool totals',

@@ -5,6 +5,7 @@ import {
 } from '../../db/events.js'
 import { apiError } from '../../lib/api-error.js'
 import { normalizeIds, toEventBody, toLeasedEventBody } from '../../lib/events.js'
+import { createSlots } from '../../lib/slots.js'
 import { organizationOf } from '../../plugins/auth.js'
 import { errorResponses } from '../../schemas/errors.js'
 import { Event, EventParams } from '../../schemas/events.js'
@@ -14,10 +15,12 @@ const requestedIds = (ids: string[] | undefined) => ids === undefined ? null : n
 
 /**
  * Leasing (visibility timeouts) for concurrent consumers, written here because it is our domain: claims use
- * FOR UPDATE SKIP LOCKED; long polls wait on LISTEN/NOTIFY without holding a pool client.
+ * FOR UPDATE SKIP LOCKED; long polls wait on LISTEN/NOTIFY without holding a pool client, and each organization
+ * may have INBOX_LONG_POLLS_PER_ORGANIZATION of them waiting on this process.
  */
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
-  const maxLeases = fastify.config.INBOX_MAX_LEASES
+  const { INBOX_MAX_LEASES: maxLeases, INBOX_LONG_POLLS_PER_ORGANIZATION: maxLongPolls } = fastify.config
+  const longPolls = createSlots(maxLongPolls)
 
   fastify.post('/inbox/lease', {
     schema: {
@@ -29,6 +32,10 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   }, async (request, reply) => {
     const organization = organizationOf(request)
     const { limit, lease_seconds: leaseSeconds, wait_seconds: waitSeconds, type } = request.body
+    const release = waitSeconds > 0 ? longPolls.acquire(organization.id) : () => {}
+    if (!release) {
+      throw apiError('tooManyRequests', 'too_many_long_polls', `At most ${maxLongPolls} long polls (wait_seconds > 0) per organization may wait at once`)
+    }
     const leaseRequest = { leaseId: randomUUID(), limit, leaseSeconds, type: type ?? null, maxLeases }
     const deadline = Date.now() + waitSeconds * 1000
     const { eventSignals } = fastify
@@ -36,6 +43,8 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     const clientGone = new AbortController()
     const onClose = () => clientGone.abort()
     reply.raw.once('close', onClose)
+    // A client that left while its key was being looked up has already had its 'close'.
+    if (request.raw.socket.destroyed) clientGone.abort()
     const stillWaiting = () => Date.now() < deadline && !clientGone.signal.aborted && !eventSignals.closing.aborted
     try {
       for (;;) {
@@ -60,6 +69,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       }
     } finally {
       reply.raw.off('close', onClose)
+      release()
     }
   })
 

@@ -1,5 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
+import { apiError } from '../../lib/api-error.js'
+import { createSlots } from '../../lib/slots.js'
 import { organizationOf } from '../../plugins/auth.js'
 import { errorResponses } from '../../schemas/errors.js'
 
@@ -9,10 +11,12 @@ const COALESCE_MS = 100
 /**
  * Server-Sent Events: `data: {"count": n}` when n new events arrive for the organization, a comment line as
  * heartbeat, and a clean end when the client leaves or the server shuts down. Events themselves are then
- * leased or listed through the other endpoints.
+ * leased or listed through the other endpoints. Each organization may hold INBOX_STREAMS_PER_ORGANIZATION
+ * streams open on this process; an open stream costs a socket and a subscription for as long as the client likes.
  */
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   const heartbeatMs = fastify.config.INBOX_STREAM_HEARTBEAT_SECONDS * 1000
+  const streams = createSlots(fastify.config.INBOX_STREAMS_PER_ORGANIZATION)
 
   fastify.get('/inbox/stream', {
     schema: {
@@ -22,6 +26,10 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     }
   }, async (request, reply) => {
     const organization = organizationOf(request)
+    const release = streams.acquire(organization.id)
+    if (!release) {
+      throw apiError('tooManyRequests', 'too_many_streams', `At most ${fastify.config.INBOX_STREAMS_PER_ORGANIZATION} event streams per organization may be open at once; close one first`)
+    }
     const { eventSignals } = fastify
     reply.hijack()
     const stream = reply.raw
@@ -52,6 +60,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     const heartbeat = setInterval(() => stream.write(': heartbeat\n\n'), heartbeatMs)
 
     const end = () => {
+      release()
       unsubscribe()
       clearInterval(heartbeat)
       clearTimeout(flushTimer)
@@ -59,7 +68,8 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       if (!stream.writableEnded) stream.end()
     }
     stream.once('close', end)
-    if (eventSignals.closing.aborted) end()
+    // A client that left while its key was being looked up has already had its 'close': end (and free the slot) now.
+    if (eventSignals.closing.aborted || request.raw.socket.destroyed) end()
     else eventSignals.closing.addEventListener('abort', end, { once: true })
   })
 }

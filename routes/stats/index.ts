@@ -1,7 +1,12 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
+import { errorResponses } from '../../schemas/errors.js'
 
+/** Process statistics; with STATS_TOKEN set every route here needs `Authorization: Bearer <STATS_TOKEN>`. */
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
+  // This plugin is encapsulated: the hook guards its routes only (and /metrics, once it is added here).
+  fastify.addHook('preValidation', fastify.requireStatsToken)
+
   fastify.get('/stats/cache', {
     schema: {
       tags: ['health'],
@@ -12,7 +17,8 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
           max_size: Type.Integer(),
           hits: Type.Integer(),
           misses: Type.Integer()
-        })
+        }),
+        ...errorResponses(401)
       }
     }
   }, async () => fastify.dedup.stats())
@@ -28,7 +34,8 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
           largest_group: Type.Integer(),
           isolated_failures: Type.Integer({ description: 'writes that failed when retried alone after their group failed' }),
           overloaded: Type.Integer({ description: 'writes refused with 503 overloaded because the queue was full' })
-        })
+        }),
+        ...errorResponses(401)
       }
     }
   }, async () => fastify.groupCommit.stats())

@@ -3,11 +3,13 @@ import { randomUUID } from 'node:crypto'
 import { Type } from 'typebox'
 import { listAttempts, notifyDeliveriesQueued, redeliverEvent, type AttemptRow } from '../../db/deliveries.js'
 import { findEvent } from '../../db/events.js'
+import { inTransaction } from '../../db/transaction.js'
 import {
-  deleteWebhook, findWebhook, insertWebhook, listWebhooks, rotateWebhookSecret, updateWebhook, type WebhookRow
+  deleteWebhook, findWebhook, insertWebhookWithinLimit, listWebhooks, rotateWebhookSecret, updateWebhook, type WebhookRow
 } from '../../db/webhooks.js'
 import { apiError } from '../../lib/api-error.js'
 import { createWebhookSender } from '../../lib/webhooks/send.js'
+import type { SecretBox } from '../../lib/webhooks/secret-box.js'
 import { activeSecrets, createWebhookSecret, maskSecret, signWebhook } from '../../lib/webhooks/signing.js'
 import { refuseWebhookUrl } from '../../lib/webhooks/url-guard.js'
 import { organizationOf } from '../../plugins/auth.js'
@@ -18,7 +20,8 @@ import {
   WebhookList, WebhookParams
 } from '../../schemas/webhooks.js'
 
-function toWebhookBody (row: WebhookRow, showSecret = false) {
+/** The response body; `newSecret` is shown in full (creation and rotation), otherwise the stored one is masked. */
+function toWebhookBody (row: WebhookRow, box: SecretBox, newSecret?: string) {
   return {
     id: row.id,
     url: row.url,
@@ -26,7 +29,7 @@ function toWebhookBody (row: WebhookRow, showSecret = false) {
     description: row.description,
     enabled: row.enabled,
     disabled_reason: row.disabled_reason,
-    secret: showSecret ? row.secret : maskSecret(row.secret),
+    secret: newSecret ?? maskSecret(box.open(row.secret)),
     created_at: row.created_at.toISOString(),
     updated_at: row.updated_at.toISOString()
   }
@@ -48,7 +51,7 @@ function toAttemptBody (row: AttemptRow) {
 const notFound = (id: string) => apiError('notFound', 'not_found', `Webhook ${id} not found`)
 
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
-  const { config } = fastify
+  const { config, webhookSecrets: box } = fastify
   // Test sends go through the same pinned, SSRF-guarded connections as deliveries (few: they are manual).
   const testSender = createWebhookSender({ timeoutMs: config.WEBHOOK_TIMEOUT_MS, allowPrivateUrls: config.WEBHOOK_ALLOW_PRIVATE_URLS, connectionsPerOrigin: 2 })
   fastify.addHook('onClose', testSender.close)
@@ -63,29 +66,34 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       tags: ['webhooks'],
       summary: 'Register an endpoint; the signing secret is shown in full only in this response',
       body: CreateWebhookBody,
-      response: { 201: Webhook, ...errorResponses(400, 401) }
+      response: { 201: Webhook, ...errorResponses(400, 401, 409) }
     }
   }, async (request, reply) => {
     await checkUrl(request.body.url)
-    const row = await insertWebhook(fastify.pg, organizationOf(request).id, {
+    const secret = createWebhookSecret()
+    const fields = {
       url: request.body.url,
       event_types: request.body.event_types ?? [],
       description: request.body.description ?? null,
-      secret: createWebhookSecret()
-    })
-    return reply.code(201).header('location', `/api/webhooks/${row.id}`).send(toWebhookBody(row, true))
+      secret: box.seal(secret)
+    }
+    const max = config.WEBHOOKS_PER_ORGANIZATION
+    // Each endpoint adds an outbox row to every matching event's INSERT: the cap bounds what one organization costs ingest.
+    const row = await inTransaction(fastify.pg.pool, (client) => insertWebhookWithinLimit(client, organizationOf(request).id, fields, max))
+    if (!row) throw apiError('conflict', 'webhook_limit_reached', `An organization may have at most ${max} webhooks; delete one first`)
+    return reply.code(201).header('location', `/api/webhooks/${row.id}`).send(toWebhookBody(row, box, secret))
   })
 
   fastify.get('/webhooks', {
     schema: { tags: ['webhooks'], summary: 'All endpoints (secrets masked)', response: { 200: WebhookList, ...errorResponses(401) } }
-  }, async (request) => ({ webhooks: (await listWebhooks(fastify.pg, organizationOf(request).id)).map((row) => toWebhookBody(row)) }))
+  }, async (request) => ({ webhooks: (await listWebhooks(fastify.pg, organizationOf(request).id)).map((row) => toWebhookBody(row, box)) }))
 
   fastify.get('/webhooks/:id', {
     schema: { tags: ['webhooks'], summary: 'One endpoint (secret masked)', params: WebhookParams, response: { 200: Webhook, ...errorResponses(400, 401, 404) } }
   }, async (request) => {
     const row = await findWebhook(fastify.pg, organizationOf(request).id, request.params.id)
     if (!row) throw notFound(request.params.id)
-    return toWebhookBody(row)
+    return toWebhookBody(row, box)
   })
 
   fastify.patch('/webhooks/:id', {
@@ -100,7 +108,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     if (request.body.url !== undefined) await checkUrl(request.body.url)
     const row = await updateWebhook(fastify.pg, organizationOf(request).id, request.params.id, request.body)
     if (!row) throw notFound(request.params.id)
-    return toWebhookBody(row)
+    return toWebhookBody(row, box)
   })
 
   fastify.delete('/webhooks/:id', {
@@ -118,9 +126,10 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 200: Webhook, ...errorResponses(400, 401, 404) }
     }
   }, async (request) => {
-    const row = await rotateWebhookSecret(fastify.pg, organizationOf(request).id, request.params.id, createWebhookSecret(), config.WEBHOOK_SECRET_OVERLAP_SECONDS)
+    const secret = createWebhookSecret()
+    const row = await rotateWebhookSecret(fastify.pg, organizationOf(request).id, request.params.id, box.seal(secret), config.WEBHOOK_SECRET_OVERLAP_SECONDS)
     if (!row) throw notFound(request.params.id)
-    return toWebhookBody(row, true)
+    return toWebhookBody(row, box, secret)
   })
 
   fastify.get('/webhooks/:id/deliveries', {
@@ -150,7 +159,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   }, async (request) => {
     const webhook = await findWebhook(fastify.pg, organizationOf(request).id, request.params.id)
     if (!webhook) throw notFound(request.params.id)
-    const signed = signWebhook(`msg_test_${randomUUID()}`, 'webhook.test', { webhook_id: webhook.id }, activeSecrets(webhook))
+    const signed = signWebhook(`msg_test_${randomUUID()}`, 'webhook.test', { webhook_id: webhook.id }, activeSecrets(webhook, box))
     const outcome = await testSender.send(webhook.url, signed)
     return { success: outcome.succeeded, response_status: outcome.responseStatus, error: outcome.error, duration_ms: outcome.durationMs }
   })
