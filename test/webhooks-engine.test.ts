@@ -131,3 +131,21 @@ t.test('a slow endpoint does not hold back a fast one', async (t) => {
   await waitFor('the slow endpoint catching up', () => receivedIds(slow).size === ids.length, 120_000)
   t.equal(await checkedOutAfterSettling(app), 0, 'no pool client checked out')
 })
+
+t.test('retries go out when they come due, not at the next poll', async (t) => {
+  const app = await buildTestApp(t, { WEBHOOK_ALLOW_PRIVATE_URLS: 'true' })
+  const organization = await createOrganization(app)
+  const receiver = await startReceiver(t)
+  receiver.respond = (_request, response) => { response.writeHead(500).end() }
+  await createWebhook(t, app, organization, { url: receiver.url })
+  const ids = await queueEvents(app, organization, 6)
+  // Polling once a minute: every retry within the wait below was started by the worker's own due times.
+  startWorker(t, app, { pollIntervalMs: 60_000, schedule: parseRetrySchedule('0,1,1') })
+  await waitFor('three attempts of every event', () => receiver.received.length >= ids.length * 3, 30_000)
+  await waitFor('every delivery recorded as failed', async () => {
+    const { rows } = await app.pg.query<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE id = ANY($1::uuid[]) AND delivery_status = \'failed\'', [ids])
+    return rows[0]?.n === ids.length
+  })
+  t.equal(receiver.received.length, ids.length * 3, 'exactly the scheduled attempts')
+  t.equal(await checkedOutAfterSettling(app), 0, 'no pool client checked out')
+})

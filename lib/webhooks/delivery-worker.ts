@@ -38,6 +38,8 @@ const RECORD_BATCH = 250
 const RECORD_DELAY_MS = 5
 // A recording that collides with another worker's (deadlock, serialization) is tried again this often.
 const RECORD_TRIES = 3
+// Timers and the database's clock may disagree by a millisecond: wake a little after a retry's due time.
+const DUE_MARGIN_MS = 5
 // An attempt that says nothing about the endpoint (not sent).
 const NO_SIGNAL: EndpointSignal = { succeeded: false, congested: false, retryAfterSeconds: undefined }
 const retryableRecordError = (error: unknown) => ['40P01', '40001'].includes((error as { code?: string } | null)?.code ?? '')
@@ -65,10 +67,10 @@ export class DeliveryWorker {
   /** Set by a wake-up that came while not sleeping, so the next sleep is skipped and nothing is missed. */
   private woken = false
   /**
-   * The earliest moment work this worker knows of comes due: a retry it scheduled, or the lapse of claims it
-   * could not record. It sleeps until then rather than waiting for the poll.
+   * When work this worker knows of comes due before its next poll: retries it scheduled, claims it could not
+   * record lapsing. It sleeps until the earliest rather than waiting for the poll.
    */
-  private nextDueAt = Number.POSITIVE_INFINITY
+  private dueTimes: number[] = []
 
   constructor (private readonly options: DeliveryWorkerOptions) {
     // Every send in flight listens on the stop signal: hundreds at once are expected, not a leak.
@@ -121,12 +123,14 @@ export class DeliveryWorker {
   /** Until the poll, or until work this worker knows of comes due, whichever is sooner. */
   private sleepMs (): number {
     const now = Date.now()
-    if (this.nextDueAt <= now) this.nextDueAt = Number.POSITIVE_INFINITY
-    return Math.max(1, Math.min(this.options.pollIntervalMs, this.nextDueAt - now))
+    // Times passed were claimed just now (or, if not yet recorded then, the recording wakes the worker).
+    this.dueTimes = this.dueTimes.filter((time) => time > now)
+    return Math.max(1, Math.min(this.options.pollIntervalMs, ...this.dueTimes.map((time) => time + DUE_MARGIN_MS - now)))
   }
 
+  /** Remembers a due time that comes before the next poll (later ones the poll finds). */
   private dueAt (time: number): void {
-    this.nextDueAt = Math.min(this.nextDueAt, time)
+    if (time - Date.now() < this.options.pollIntervalMs) this.dueTimes.push(time)
   }
 
   /** Claims what the worker and its endpoints have room for and starts sending; true when it filled that room. */
@@ -201,6 +205,8 @@ export class DeliveryWorker {
     for (let tries = 1; ; tries++) {
       try {
         await inTransaction(this.options.pool, (client) => recordAttempts(client, batch, this.options.disableAfterFailures))
+        // Retries due by now (a schedule entry of 0, or a claim that looked before this commit) are claimable now.
+        if (batch.some((outcome) => outcome.next_attempt_at !== null && outcome.next_attempt_at.getTime() <= Date.now())) this.wake()
         return
       } catch (error) {
         if (tries < RECORD_TRIES && retryableRecordError(error)) continue
