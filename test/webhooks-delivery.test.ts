@@ -191,6 +191,39 @@ t.test('two workers and an API deliver 500 events to 5 endpoints exactly once ea
   })
 })
 
+t.test('two worker processes beside the API deliver every event to each of 5 endpoints exactly once', async (t) => {
+  const app = await buildTestApp(t, { ...WORKER_SETTINGS, WEBHOOK_WORKER: 'off' })
+  const organization = await createOrganization(app)
+  const receivers = await Promise.all(Array.from({ length: 5 }, () => startReceiver(t)))
+  for (const receiver of receivers) await createWebhook(t, app, organization, { url: receiver.url })
+  const workers = Array.from({ length: 2 }, () => spawn(process.execPath, [...process.execArgv, path.resolve('worker.ts')], {
+    // A generous timeout: nothing here should be retried, so every receiver sees each event once.
+    env: { ...process.env, ...WORKER_SETTINGS, WEBHOOK_SECRET_KEYS: app.config.WEBHOOK_SECRET_KEYS, WEBHOOK_TIMEOUT_MS: '10000', LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'inherit', 'inherit']
+  }))
+  const exits = workers.map((worker) => new Promise<number | null>((resolve) => worker.once('exit', (code) => resolve(code))))
+  t.teardown(() => { for (const worker of workers) worker.kill('SIGKILL') })
+  const eventIds: string[] = []
+  for (let batch = 0; batch < 3; batch++) {
+    const events = Array.from({ length: 100 }, (_, i) => ({ type: 'two.workers', payload: { n: batch * 100 + i } }))
+    const response = await app.inject({ method: 'POST', url: '/api/events/batch', headers: organization.headers, payload: { events } })
+    eventIds.push(...response.json<{ results: Array<{ event_id: string }> }>().results.map((result) => result.event_id))
+  }
+  await waitFor('all 1 500 deliveries', () => receivers.every((receiver) => receiver.received.length >= eventIds.length), 120_000)
+  await waitFor('every event recorded as delivered', async () => {
+    const { rows } = await app.pg.query<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE id = ANY($1::uuid[]) AND delivery_status = \'delivered\'', [eventIds])
+    return rows[0]?.n === eventIds.length
+  })
+  for (const receiver of receivers) {
+    const ids = receiver.received.map((request) => String(request.headers['webhook-id']))
+    t.equal(ids.length, eventIds.length, 'no event was sent twice to an endpoint')
+    t.same(new Set(ids), new Set(eventIds), 'and none was lost')
+  }
+  for (const worker of workers) worker.kill('SIGTERM')
+  t.same(await Promise.all(exits), [0, 0], 'both workers stop cleanly on SIGTERM')
+  t.equal(await checkedOutAfterSettling(app), 0, 'no pool client checked out')
+})
+
 t.test('deliveries claimed by a worker killed with SIGKILL are completed by another', async (t) => {
   const app = await buildTestApp(t, { ...WORKER_SETTINGS, WEBHOOK_WORKER: 'off' })
   const organization = await createOrganization(app)
