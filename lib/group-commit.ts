@@ -99,10 +99,10 @@ const dedupKey = (organizationId: string, dedupId: string) => `${organizationId}
  */
 async function answer (db: Queryable, writes: PendingWrite[], inserted: Map<string, InsertedEvent>): Promise<void> {
   const isSkipped = (event: NewEvent) => !inserted.has(event.id)
-  const withDuplicates = writes.filter((write) => write.events.some(isSkipped))
+  const withDuplicates = new Set(writes.filter((write) => write.events.some(isSkipped)))
   const originals = new Map<string, StoredEventRef>()
   let lookupError: unknown
-  const skipped = withDuplicates.flatMap((write) => write.events).flatMap((event) =>
+  const skipped = [...withDuplicates].flatMap((write) => write.events).flatMap((event) =>
     !isSkipped(event) || event.dedup_id === null ? [] : [{ organization_id: event.organization_id, dedup_id: event.dedup_id }])
   if (skipped.length > 0) {
     try {
@@ -123,7 +123,7 @@ async function answer (db: Queryable, writes: PendingWrite[], inserted: Map<stri
     return { status: 'duplicate', event: original }
   }
   for (const write of writes) {
-    if (lookupError !== undefined && withDuplicates.includes(write)) {
+    if (lookupError !== undefined && withDuplicates.has(write)) {
       write.reject(lookupError)
       continue
     }

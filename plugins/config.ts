@@ -86,7 +86,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, { listens = tr
 const LOOPBACK_NAMES = new Set(['localhost', 'ip6-localhost', 'ip6-loopback'])
 
 /** Whether HOST only accepts connections from this machine. Any other name may resolve to anything: not loopback. */
-export function isLoopbackHost (host: string): boolean {
+function isLoopbackHost (host: string): boolean {
   const bare = host.replace(/^\[|\]$/g, '')
   if (LOOPBACK_NAMES.has(bare.toLowerCase())) return true
   return isIP(bare) !== 0 && ipaddr.process(bare).range() === 'loopback'

@@ -1,7 +1,7 @@
 import { Agent, errors } from 'undici'
 import { parseRetryAfter } from './retry-schedule.js'
 import type { SignedRequest } from './signing.js'
-import { createGuardedLookup, refuseUrlWithoutLookup, RefusedAddressError, type Resolver } from './url-guard.js'
+import { createGuardedLookup, checkUrlWithoutLookup, RefusedAddressError, type Resolver } from './url-guard.js'
 
 export interface SendOutcome {
   succeeded: boolean
@@ -53,9 +53,9 @@ export function createWebhookSender (options: WebhookSenderOptions): WebhookSend
       succeeded: false, responseStatus: null, error: null, congested: false, retryAfterSeconds: undefined,
       durationMs: Math.round(performance.now() - started), ...fields
     })
-    const refused = refuseUrlWithoutLookup(url, options.allowPrivateUrls)
-    if (refused !== undefined) return outcome({ error: `refused: ${refused}` })
-    const target = new URL(url)
+    const checked = checkUrlWithoutLookup(url, options.allowPrivateUrls)
+    if ('refused' in checked) return outcome({ error: `refused: ${checked.refused}` })
+    const target = checked.url
     try {
       const response = await agent.request({
         origin: target.origin,

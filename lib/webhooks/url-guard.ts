@@ -16,7 +16,7 @@ function resolveAll (resolve: Resolver, hostname: string): Promise<LookupAddress
 }
 
 /** A public unicast address (no loopback, private, link-local such as cloud metadata, or other reserved ranges). */
-export function isPublicAddress (address: string): boolean {
+function isPublicAddress (address: string): boolean {
   return ipaddr.isValid(address) && ipaddr.process(address).range() === 'unicast'
 }
 
@@ -27,31 +27,32 @@ const hostOf = (url: URL) => url.hostname.replace(/^\[|\]$/g, '')
 
 /**
  * What can be said of a URL without resolving it: absolute http(s), no credentials, and, when its host is an
- * IP literal (which connects without a lookup), a public address. Returns the reason it is refused.
+ * IP literal (which connects without a lookup), a public address. Returns the parsed URL, or why it is refused.
  */
-export function refuseUrlWithoutLookup (url: string, allowPrivate: boolean): string | undefined {
+export function checkUrlWithoutLookup (url: string, allowPrivate: boolean): { url: URL } | { refused: string } {
   let parsed: URL
   try {
     parsed = new URL(url)
   } catch {
-    return 'url must be an absolute http(s) URL'
+    return { refused: 'url must be an absolute http(s) URL' }
   }
-  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return 'url must use http or https'
-  if (parsed.username || parsed.password) return 'url must not contain credentials'
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return { refused: 'url must use http or https' }
+  if (parsed.username || parsed.password) return { refused: 'url must not contain credentials' }
   const host = hostOf(parsed)
-  if (!allowPrivate && ipaddr.isValid(host) && !isPublicAddress(host)) return `host ${host} is a non-public address; ${privateHint}`
-  return undefined
+  if (!allowPrivate && ipaddr.isValid(host) && !isPublicAddress(host)) return { refused: `host ${host} is a non-public address; ${privateHint}` }
+  return { url: parsed }
 }
 
 /**
- * SSRF guard at creation time: the URL passes refuseUrlWithoutLookup and every address its host resolves to
+ * SSRF guard at creation time: the URL passes checkUrlWithoutLookup and every address its host resolves to
  * now is public. Returns the reason it is refused, or undefined when it is allowed. (At send time the check
  * is made on the address actually connected to: see createGuardedLookup.)
  */
 export async function refuseWebhookUrl (url: string, allowPrivate: boolean, resolve: Resolver = systemResolver): Promise<string | undefined> {
-  const refused = refuseUrlWithoutLookup(url, allowPrivate)
-  if (refused !== undefined || allowPrivate) return refused
-  const host = hostOf(new URL(url))
+  const checked = checkUrlWithoutLookup(url, allowPrivate)
+  if ('refused' in checked) return checked.refused
+  if (allowPrivate) return undefined
+  const host = hostOf(checked.url)
   if (ipaddr.isValid(host)) return undefined
   let addresses: string[]
   try {
