@@ -29,6 +29,8 @@ export interface DeliveryContext {
   workerEnv: Record<string, string>
   durationSeconds: number
   warmUpSeconds: number
+  /** delivery-slow-endpoint's paced comparison is run this many times, alternating the order. */
+  pacedRounds: number
 }
 
 interface EndpointSpec {
@@ -202,10 +204,16 @@ async function slowEndpoint (context: DeliveryContext): Promise<DeliveryResult[]
   ]
   const pacedRows = await withWorker(context, env, async (worker) => {
     await warmUp(context, 'delivery-slow-endpoint', worker)
-    return [
-      await paced(context, worker, SLOW_ENDPOINT_ROWS.pacedAlone, [fast('paced-alone')]),
-      await paced(context, worker, SLOW_ENDPOINT_ROWS.pacedBeside, [fast('paced-fast'), slow('paced-slow')], 1)
-    ]
+    const rows: DeliveryResult[] = []
+    // A p99 of a few tens of ms moves with whatever else the machine does: alternate the order each round (so
+    // neither side always runs on a warmer or fuller database) and compare the medians.
+    for (let round = 1; round <= context.pacedRounds; round++) {
+      const alone = () => paced(context, worker, `${SLOW_ENDPOINT_ROWS.pacedAlone} #${round}`, [fast(`paced-alone-${round}`)])
+      const beside = () => paced(context, worker, `${SLOW_ENDPOINT_ROWS.pacedBeside} #${round}`, [fast(`paced-fast-${round}`), slow(`paced-slow-${round}`)], 1)
+      if (round % 2 === 1) rows.push(await alone(), await beside())
+      else rows.push(await beside(), await alone())
+    }
+    return rows
   })
   return [...drains, ...pacedRows]
 }
@@ -214,11 +222,11 @@ const drainEvents = (durationSeconds: number) => Math.round(DRAIN_EVENTS_PER_SEC
 const endpointNames = (name: string, count: number): EndpointSpec[] => Array.from({ length: count }, (_, index) => ({ name: `${name}/${index}` }))
 
 /** The delivery scenarios' sizes at this duration, for the report's settings line. */
-export function describeDeliveryScenarios (durationSeconds: number): string {
+export function describeDeliveryScenarios (durationSeconds: number, pacedRounds: number): string {
   return `delivery scenarios: API with WEBHOOK_WORKER=off and a dist/worker.js per scenario, receivers in the bench process ` +
     `(node:http, keep-alive, 204); drain ${drainEvents(durationSeconds)} events to 1 endpoint, ` +
     `fanout ${Math.round(FANOUT_EVENTS_PER_SECOND * durationSeconds)} events to ${FANOUT_ENDPOINTS} endpoints (queued, then drained), ` +
-    `latency ${PACED_RATE} events/s for ${durationSeconds} s, slow-endpoint both ways (its slow endpoint answers after ${SLOW_ANSWER_MS} ms)`
+    `latency ${PACED_RATE} events/s for ${durationSeconds} s, slow-endpoint both ways (its slow endpoint answers after ${SLOW_ANSWER_MS} ms; paced alone and beside in ${pacedRounds} rounds of alternating order, medians compared)`
 }
 
 /** Runs the selected delivery scenarios in a fixed order, each with its own worker and organizations. */

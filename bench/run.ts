@@ -40,6 +40,7 @@ type ScenarioName = typeof SCENARIOS[number]
 const NOT_BY_DEFAULT: ReadonlySet<ScenarioName> = new Set(['delivery-backlog'])
 const SELECTED = selectedScenarios(process.env.BENCH_SCENARIOS)
 const BACKLOG_ROWS = positiveNumber(process.env.BENCH_BACKLOG_ROWS, 1_000_000)
+const PACED_ROUNDS = Math.round(positiveNumber(process.env.BENCH_PACED_ROUNDS, 3))
 
 const LOG_LEVEL = process.env.LOG_LEVEL ?? 'info'
 
@@ -266,7 +267,7 @@ async function runDelivery (databaseUrl: string, receiver: Receiver): Promise<Pi
   if (others > 0) console.log(`note: ${others} pending deliveries of other organizations are in the database; the workers will send them too`)
   return await withServer(databaseUrl, 'off', async (server) => {
     const context: DeliveryContext = {
-      databaseUrl, server, receiver, workerEnv: workerSettings(), durationSeconds: DURATION_SECONDS, warmUpSeconds: WARM_UP_SECONDS
+      databaseUrl, server, receiver, workerEnv: workerSettings(), durationSeconds: DURATION_SECONDS, warmUpSeconds: WARM_UP_SECONDS, pacedRounds: PACED_ROUNDS
     }
     const cleanUp = async () => { await deleteCreatedOrganizations(databaseUrl) }
     const deliveries = await runDeliveryScenarios(context, isSelected, cleanUp)
@@ -280,7 +281,7 @@ async function runDelivery (databaseUrl: string, receiver: Receiver): Promise<Pi
 /** The selected delivery scenarios' set-up for the report's settings line ('' when none runs). */
 function describeDelivery (): string {
   const parts = [
-    DELIVERY_SCENARIOS.some((name) => SELECTED.has(name)) ? describeDeliveryScenarios(DURATION_SECONDS) : '',
+    DELIVERY_SCENARIOS.some((name) => SELECTED.has(name)) ? describeDeliveryScenarios(DURATION_SECONDS, PACED_ROUNDS) : '',
     SELECTED.has('delivery-backlog') ? describeBacklog(BACKLOG_ROWS) : ''
   ]
   return parts.filter((part) => part !== '').map((part) => `${part}; `).join('')
