@@ -15,7 +15,8 @@ export interface ClaimedDelivery {
   webhook_id: string
   attempts: number
   type: string
-  payload: Record<string, unknown>
+  /** The event's payload as JSON text: it goes into the request body as it is. */
+  payload_json: string
   url: string
   secret: string
   previous_secret: string | null
@@ -87,7 +88,7 @@ export async function claimDeliveries (db: Queryable, request: ClaimRequest): Pr
            UPDATE deliveries d SET claimed_until = now() + make_interval(secs => $2)
            FROM chosen, events e, webhooks w
            WHERE d.id = chosen.id AND e.id = d.event_id AND w.id = d.webhook_id
-           RETURNING d.id, d.event_id, d.webhook_id, d.attempts, e.type, e.payload, w.url, w.secret, w.previous_secret, w.previous_secret_until`,
+           RETURNING d.id, d.event_id, d.webhook_id, d.attempts, e.type, e.payload::text AS payload_json, w.url, w.secret, w.previous_secret, w.previous_secret_until`,
     values: [request.limit, request.claimSeconds, request.capacities.map(([id]) => id), request.capacities.map(([, room]) => room), request.defaultCapacity]
   })
   return rows
@@ -110,7 +111,7 @@ export async function releaseClaims (db: Queryable, ids: string[]): Promise<void
 export async function recordAttempts (db: Queryable, outcomes: AttemptOutcome[], disableAfterFailures: number): Promise<void> {
   const finishedEvents = [...new Set(outcomes.filter((outcome) => outcome.next_attempt_at === null).map((outcome) => outcome.event_id))]
   if (finishedEvents.length > 0) {
-    await db.query({ name: 'lock-finished-events', text: 'SELECT 1 FROM events WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE', values: [finishedEvents] })
+    await db.query({ name: 'lock-finished-events', text: 'SELECT 1 FROM events WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE', values: [finishedEvents] })
   }
   await db.query({
     name: 'record-attempts',

@@ -36,7 +36,7 @@ function watchConnections (t: { teardown: (fn: () => void) => void }): { connect
   return watched
 }
 
-const request = signWebhook('msg_rebind', 'attack', {}, ['whsec_' + Buffer.alloc(24, 7).toString('base64')])
+const request = signWebhook('msg_rebind', 'attack', '{}', ['whsec_' + Buffer.alloc(24, 7).toString('base64')])
 
 for (const privateAddress of ['169.254.169.254', '10.0.0.5', '::ffff:127.0.0.1']) {
   t.test(`a name that answers public at creation and ${privateAddress} at send time is refused before connecting`, async (t) => {

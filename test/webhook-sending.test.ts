@@ -23,7 +23,7 @@ t.test('retry delays follow the schedule with at most 10 % jitter and honour Ret
 
 t.test('sending refuses private addresses unless allowed, and treats redirects as failures', async (t) => {
   const receiver = await startReceiver(t)
-  const request = signWebhook('msg_1', 'x', {}, ['whsec_' + Buffer.alloc(24, 1).toString('base64')])
+  const request = signWebhook('msg_1', 'x', '{}', ['whsec_' + Buffer.alloc(24, 1).toString('base64')])
   const guarded = createWebhookSender({ timeoutMs: 1000, allowPrivateUrls: false, connectionsPerOrigin: 2 })
   const open = createWebhookSender({ timeoutMs: 1000, allowPrivateUrls: true, connectionsPerOrigin: 2 })
   const quick = createWebhookSender({ timeoutMs: 200, allowPrivateUrls: true, connectionsPerOrigin: 2 })

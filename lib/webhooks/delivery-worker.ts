@@ -159,7 +159,7 @@ export class DeliveryWorker {
   }
 
   private async deliver (delivery: ClaimedDelivery): Promise<EndpointSignal> {
-    const request = signWebhook(delivery.event_id, delivery.type, delivery.payload, activeSecrets(delivery, this.options.secrets))
+    const request = signWebhook(delivery.event_id, delivery.type, delivery.payload_json, activeSecrets(delivery, this.options.secrets))
     const attemptedAt = new Date()
     const outcome = await this.sender.send(delivery.url, request, this.stopping.signal)
     if (this.stopping.signal.aborted && !outcome.succeeded) {

@@ -159,7 +159,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   }, async (request) => {
     const webhook = await findWebhook(fastify.pg, organizationOf(request).id, request.params.id)
     if (!webhook) throw notFound(request.params.id)
-    const signed = signWebhook(`msg_test_${randomUUID()}`, 'webhook.test', { webhook_id: webhook.id }, activeSecrets(webhook, box))
+    const signed = signWebhook(`msg_test_${randomUUID()}`, 'webhook.test', JSON.stringify({ webhook_id: webhook.id }), activeSecrets(webhook, box))
     const outcome = await testSender.send(webhook.url, signed)
     return { success: outcome.succeeded, response_status: outcome.responseStatus, error: outcome.error, duration_ms: outcome.durationMs }
   })
