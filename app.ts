@@ -22,6 +22,7 @@ import streamRoutes from './routes/inbox/stream.js'
 import eventSignalsPlugin from './plugins/event-signals.js'
 import webhookWorkerPlugin from './plugins/webhook-worker.js'
 import webhookSecretsPlugin from './plugins/webhook-secrets.js'
+import retentionPlugin from './plugins/retention.js'
 import webhookRoutes from './routes/webhooks/index.js'
 import { validatorCompiler } from './schemas/validation.js'
 import { loggerOptions } from './lib/logging.js'
@@ -102,6 +103,8 @@ export async function buildApp ({ config, databaseUrl }: AppOptions): Promise<Fa
     statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS
   })
   await app.register(notificationsPlugin, { databaseUrl })
+  // Right after the pool: today's partitions must exist before the first insert.
+  await app.register(retentionPlugin)
   await app.register(rateLimitPlugin)
   await app.register(authPlugin)
   await app.register(dedupPlugin)

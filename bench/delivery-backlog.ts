@@ -35,9 +35,9 @@ async function insertBacklog (databaseUrl: string, organizationId: string, webho
         `WITH inserted AS (
            INSERT INTO events (id, organization_id, type, source, payload, delivery_status)
            SELECT gen_random_uuid(), $1, 'bench.backlog', 'bench', $2::jsonb, 'pending' FROM generate_series(1, $3)
-           RETURNING id
+           RETURNING id, created_at
          )
-         INSERT INTO deliveries (event_id, webhook_id) SELECT id, $4 FROM inserted`,
+         INSERT INTO deliveries (event_id, event_created_at, webhook_id) SELECT id, created_at, $4 FROM inserted`,
         [organizationId, payload, Math.min(INSERT_CHUNK, rows - done), webhookId])
       console.log(`  backlog: ${Math.min(rows, done + INSERT_CHUNK)} of ${rows} rows written`)
     }

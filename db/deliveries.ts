@@ -87,7 +87,7 @@ export async function claimDeliveries (db: Queryable, request: ClaimRequest): Pr
            )
            UPDATE deliveries d SET claimed_until = now() + make_interval(secs => $2)
            FROM chosen, events e, webhooks w
-           WHERE d.id = chosen.id AND e.id = d.event_id AND w.id = d.webhook_id
+           WHERE d.id = chosen.id AND e.id = d.event_id AND e.created_at = d.event_created_at AND w.id = d.webhook_id
            RETURNING d.id, d.event_id, d.webhook_id, d.attempts, e.type, e.payload::text AS payload_json, w.url, w.secret, w.previous_secret, w.previous_secret_until`,
     values: [request.limit, request.claimSeconds, request.capacities.map(([id]) => id), request.capacities.map(([, room]) => room), request.defaultCapacity]
   })
@@ -125,12 +125,14 @@ export async function recordAttempts (db: Queryable, outcomes: AttemptOutcome[],
              FROM outcome o
              -- A delivery deleted with its webhook meanwhile has nothing left to record.
              WHERE d.id = o.delivery_id AND d.status = 'pending'
-             RETURNING d.id, d.event_id, d.webhook_id, d.status
+             RETURNING d.id, d.event_id, d.event_created_at, d.webhook_id, d.status
            ), logged AS (
-             INSERT INTO delivery_attempts (delivery_id, webhook_id, event_id, attempt, status, response_status, error, duration_ms, attempted_at, next_attempt_at)
-             SELECT u.id, u.webhook_id, u.event_id, o.attempt, CASE WHEN o.succeeded THEN 'succeeded' ELSE 'failed' END,
+             INSERT INTO delivery_attempts (delivery_id, webhook_id, event_id, event_created_at, attempt, status, response_status, error, duration_ms, attempted_at, next_attempt_at)
+             SELECT u.id, u.webhook_id, u.event_id, u.event_created_at, o.attempt, CASE WHEN o.succeeded THEN 'succeeded' ELSE 'failed' END,
                     o.response_status, o.error, o.duration_ms, o.attempted_at, o.next_attempt_at
              FROM updated u JOIN outcome o ON o.delivery_id = u.id
+             -- Attempts of events whose attempt log has expired (DELIVERY_ATTEMPT_RETENTION_DAYS) have no partition left.
+             WHERE u.event_created_at >= (SELECT attempts_from FROM retention_horizon)
            ), finished AS (
              SELECT u.webhook_id, u.event_id, o.succeeded, o.attempted_at,
                     max(o.attempted_at) FILTER (WHERE o.succeeded) OVER (PARTITION BY u.webhook_id) AS last_success
@@ -173,8 +175,8 @@ export async function recordAttempts (db: Queryable, outcomes: AttemptOutcome[],
 export async function redeliverEvent (db: Queryable, organizationId: string, eventId: string, webhookId: string | null): Promise<number> {
   const { rows } = await db.query<{ queued: number }>(
     `WITH queued AS (
-       INSERT INTO deliveries (event_id, webhook_id)
-       SELECT e.id, w.id FROM events e
+       INSERT INTO deliveries (event_id, event_created_at, webhook_id)
+       SELECT e.id, e.created_at, w.id FROM events e
        JOIN webhooks w ON w.organization_id = e.organization_id AND w.enabled
        WHERE e.organization_id = $1 AND e.id = $2
          AND ($3::uuid IS NULL AND webhook_matches(w.event_types, e.type) OR w.id = $3)

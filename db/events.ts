@@ -62,10 +62,12 @@ export interface InsertedEvent extends StoredEventRef {
 /**
  * Inserts many events, of any organizations, in one statement. `serializedEvents` is the JSON array of
  * NewEvent rows (serialized by the caller when each write was queued, so one write's payload can never make
- * the shared statement throw). Rows whose dedup_id already exists for their organization (or repeats earlier
- * in the same call) are skipped; only inserted rows are returned. The same statement writes a delivery
- * (outbox row) for each matching enabled webhook, so no accepted event can miss its webhooks, and sets the
- * event's delivery_status accordingly; the number of deliveries is returned so the caller can wake workers.
+ * the shared statement throw). Rows whose dedup_id is already known for their organization (or repeats earlier
+ * in the same call) are skipped; only inserted rows are returned. A dedup_id is claimed in event_dedup_keys
+ * (unique per dedup period, see migration 010) after a look in the earlier periods still kept. The same statement
+ * writes a delivery (outbox row) for each matching enabled webhook, so no accepted event can miss its webhooks,
+ * and sets the event's delivery_status accordingly; the number of deliveries is returned so the caller can wake
+ * workers.
  */
 export async function insertEvents (db: Queryable, serializedEvents: string): Promise<{ inserted: InsertedEvent[], outboxRows: number }> {
   // One JSON document for all rows: parsed once by PostgreSQL, far cheaper on both sides than six array
@@ -74,19 +76,31 @@ export async function insertEvents (db: Queryable, serializedEvents: string): Pr
     name: 'insert-events',
     text: `WITH input AS (
              SELECT * FROM jsonb_to_recordset($1::jsonb) AS e (id uuid, organization_id uuid, type text, payload jsonb, dedup_id text, source text)
+           ), known AS (
+             SELECT k.organization_id, k.dedup_id FROM input i
+             JOIN event_dedup_keys k ON k.organization_id = i.organization_id AND k.dedup_id = i.dedup_id
+             WHERE k.period < dedup_period(now())
+           ), claimed AS (
+             INSERT INTO event_dedup_keys (organization_id, dedup_id, period, event_id, type, created_at)
+             SELECT i.organization_id, i.dedup_id, dedup_period(now()), i.id, i.type, now() FROM input i
+             WHERE i.dedup_id IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM known k WHERE k.organization_id = i.organization_id AND k.dedup_id = i.dedup_id)
+             ON CONFLICT (organization_id, dedup_id, period) DO NOTHING
+             RETURNING event_id
+           ), accepted AS (
+             SELECT * FROM input i WHERE i.dedup_id IS NULL OR i.id IN (SELECT event_id FROM claimed)
            ), matches AS (
-             SELECT input.id AS event_id, w.id AS webhook_id FROM input
-             JOIN webhooks w ON w.organization_id = input.organization_id AND w.enabled AND webhook_matches(w.event_types, input.type)
+             SELECT a.id AS event_id, w.id AS webhook_id FROM accepted a
+             JOIN webhooks w ON w.organization_id = a.organization_id AND w.enabled AND webhook_matches(w.event_types, a.type)
            ), inserted AS (
              INSERT INTO events (id, organization_id, type, payload, dedup_id, source, delivery_status)
-             SELECT i.id, i.organization_id, i.type, i.payload, i.dedup_id, i.source,
-                    CASE WHEN EXISTS (SELECT 1 FROM matches m WHERE m.event_id = i.id) THEN 'pending' ELSE 'none' END
-             FROM input i
-             ON CONFLICT (organization_id, dedup_id) DO NOTHING
+             SELECT a.id, a.organization_id, a.type, a.payload, a.dedup_id, a.source,
+                    CASE WHEN EXISTS (SELECT 1 FROM matches m WHERE m.event_id = a.id) THEN 'pending' ELSE 'none' END
+             FROM accepted a
              RETURNING id, dedup_id, type, created_at, delivery_status
            ), outbox AS (
-             INSERT INTO deliveries (event_id, webhook_id)
-             SELECT m.event_id, m.webhook_id FROM matches m JOIN inserted ON inserted.id = m.event_id
+             INSERT INTO deliveries (event_id, event_created_at, webhook_id)
+             SELECT m.event_id, inserted.created_at, m.webhook_id FROM matches m JOIN inserted ON inserted.id = m.event_id
              RETURNING 1
            )
            SELECT id, dedup_id, type, created_at, delivery_status, (SELECT count(*) FROM outbox)::int AS outbox_rows FROM inserted`,
@@ -103,13 +117,17 @@ export interface DedupKey {
   dedup_id: string
 }
 
-/** The stored events for (organization, dedup_id) pairs, e.g. the originals of skipped duplicates. */
+/**
+ * The originals of (organization, dedup_id) pairs, e.g. of skipped duplicates, from the dedup keys (which may
+ * outlive their event by up to a dedup period: the answer then names an event that has expired).
+ */
 export async function findEventsByDedupKeys (db: Queryable, keys: DedupKey[]): Promise<Array<StoredEventRef & { organization_id: string }>> {
   const { rows } = await db.query<StoredEventRef & { organization_id: string }>({
     name: 'events-by-dedup-keys',
-    text: `SELECT e.id, e.organization_id, e.dedup_id, e.type, e.created_at
+    text: `SELECT DISTINCT ON (d.organization_id, d.dedup_id) d.event_id AS id, d.organization_id, d.dedup_id, d.type, d.created_at
            FROM unnest($1::uuid[], $2::text[]) AS k (organization_id, dedup_id)
-           JOIN events e ON e.organization_id = k.organization_id AND e.dedup_id = k.dedup_id`,
+           JOIN event_dedup_keys d ON d.organization_id = k.organization_id AND d.dedup_id = k.dedup_id
+           ORDER BY d.organization_id, d.dedup_id, d.period`,
     values: [keys.map((key) => key.organization_id), keys.map((key) => key.dedup_id)]
   })
   return rows

@@ -57,7 +57,10 @@ export const ConfigSchema = Type.Object({
   WEBHOOK_POLL_INTERVAL_MS: Type.Integer({ minimum: 50, maximum: 60000, default: 1000 }),
   WEBHOOK_SECRET_OVERLAP_SECONDS: Type.Integer({ minimum: 0, default: 86400 }),
   WEBHOOK_SECRET_KEYS: Type.Optional(Type.String({ description: 'id:base64-key,... (AES-256); the first encrypts webhook secrets, all decrypt' })),
-  TRUST_PROXY: Type.String({ minLength: 1, default: 'false', description: 'false, a hop count, or proxy addresses/CIDRs separated by commas' })
+  TRUST_PROXY: Type.String({ minLength: 1, default: 'false', description: 'false, a hop count, or proxy addresses/CIDRs separated by commas' }),
+  EVENT_RETENTION_DAYS: Type.Integer({ minimum: 0, maximum: 36500, default: 30, description: 'days events are kept, with their deliveries and attempts (0 = forever)' }),
+  DELIVERY_ATTEMPT_RETENTION_DAYS: Type.Integer({ minimum: 0, maximum: 36500, default: 0, description: 'days delivery attempts are kept when shorter than EVENT_RETENTION_DAYS (0 = as long as events)' }),
+  RETENTION_MAINTENANCE_INTERVAL_SECONDS: Type.Integer({ minimum: 10, maximum: 86400, default: 3600, description: 'how often partitions are created ahead and dropped behind' })
 })
 
 export type Config = Static<typeof ConfigSchema>

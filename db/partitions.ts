@@ -1,0 +1,61 @@
+import type { Queryable } from './queryable.js'
+
+/** The tables partitioned by their event's creation day (migration 010), in the order their partitions are dropped. */
+export const DAY_PARTITIONED_TABLES = ['delivery_attempts', 'deliveries', 'events'] as const
+export type DayPartitionedTable = typeof DAY_PARTITIONED_TABLES[number]
+
+export const DEDUP_KEYS_TABLE = 'event_dedup_keys'
+
+/** Length of a dedup period (migration 010's dedup_period()). */
+export const DEDUP_PERIOD_DAYS = 30
+
+// Any constant shared by every instance: only one of them maintains partitions at a time.
+const MAINTENANCE_LOCK_KEY = 7_140_014_001
+
+/**
+ * Takes the maintenance lock for the current transaction; false when another session holds it. Transaction-level,
+ * so it is released by COMMIT or ROLLBACK and works through a transaction-mode pooler.
+ */
+export async function tryMaintenanceLock (client: Queryable): Promise<boolean> {
+  const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_xact_lock($1) AS locked', [MAINTENANCE_LOCK_KEY])
+  return rows[0]?.locked === true
+}
+
+/** Names of the partitions of the given tables, by parent. */
+export async function listPartitions (db: Queryable, parents: readonly string[]): Promise<Map<string, string[]>> {
+  const { rows } = await db.query<{ parent: string, name: string }>(
+    `SELECT parent.relname AS parent, child.relname AS name
+     FROM pg_inherits i
+     JOIN pg_class parent ON parent.oid = i.inhparent
+     JOIN pg_class child ON child.oid = i.inhrelid
+     WHERE parent.relname = ANY($1::text[]) AND parent.relnamespace = to_regnamespace(current_schema())::oid
+     ORDER BY child.relname`,
+    [parents])
+  const byParent = new Map<string, string[]>(parents.map((parent) => [parent, []]))
+  for (const row of rows) byParent.get(row.parent)?.push(row.name)
+  return byParent
+}
+
+/** Creates the partition of `table` for `day` (YYYY-MM-DD, UTC) unless it exists; true when created. */
+export async function createDayPartition (client: Queryable, table: DayPartitionedTable, day: string): Promise<boolean> {
+  const { rows } = await client.query<{ created: boolean }>('SELECT create_day_partition($1::regclass, $2::date) AS created', [table, day])
+  return rows[0]?.created === true
+}
+
+/** Creates the dedup keys partition of `period` unless it exists; true when created. */
+export async function createDedupPartition (client: Queryable, period: number): Promise<boolean> {
+  const { rows } = await client.query<{ created: boolean }>('SELECT create_dedup_partition($1) AS created', [period])
+  return rows[0]?.created === true
+}
+
+/** Drops partitions, in the order given, in one statement (each DROP locks its parent briefly). */
+export async function dropPartitions (client: Queryable, names: string[]): Promise<void> {
+  if (names.length === 0) return
+  const quoted = names.map((name) => `"${name.replaceAll('"', '""')}"`)
+  await client.query(`DROP TABLE IF EXISTS ${quoted.join(', ')}`)
+}
+
+/** Stops attempts of events created before `from` from being logged (their partitions are being dropped). */
+export async function raiseAttemptsHorizon (client: Queryable, from: Date): Promise<void> {
+  await client.query('UPDATE retention_horizon SET attempts_from = greatest(attempts_from, $1)', [from])
+}

@@ -1,0 +1,113 @@
+import type { Pool } from 'pg'
+import {
+  createDayPartition, createDedupPartition, DAY_PARTITIONED_TABLES, DEDUP_KEYS_TABLE, DEDUP_PERIOD_DAYS, dropPartitions,
+  listPartitions, raiseAttemptsHorizon, tryMaintenanceLock
+} from '../db/partitions.js'
+import { inTransaction } from '../db/transaction.js'
+
+export interface RetentionSettings {
+  /** Days of events (with their deliveries and attempts) kept; 0 = forever. */
+  eventDays: number
+  /** Days of delivery attempts kept, when shorter than eventDays; 0 = as long as events. */
+  attemptDays: number
+  /** Days of partitions created ahead of today, so inserts never miss one while maintenance lags. */
+  aheadDays: number
+  /** Longest the maintenance waits for a table lock before giving up until its next run. */
+  lockTimeoutMs: number
+}
+
+export interface MaintenanceResult {
+  /** False when another instance held the maintenance lock: it does the work. */
+  ran: boolean
+  created: string[]
+  dropped: string[]
+}
+
+const DAY_MS = 86_400_000
+
+/** The UTC day of `time` as YYYY-MM-DD. */
+const dayOf = (time: Date | number) => new Date(time).toISOString().slice(0, 10)
+const startOfDay = (day: string) => Date.parse(`${day}T00:00:00Z`)
+const compactDay = (day: string) => day.replaceAll('-', '')
+const fromCompact = (compact: string) => `${compact.slice(0, 4)}-${compact.slice(4, 6)}-${compact.slice(6, 8)}`
+
+/** Migration 010's dedup_period(). */
+export const dedupPeriodOf = (time: Date) => Math.floor(time.getTime() / (DEDUP_PERIOD_DAYS * DAY_MS))
+
+/**
+ * The end (exclusive, ms) of the time a partition holds, from its name: `<table>_pYYYYMMDD` holds that day,
+ * `<table>_before_YYYYMMDD` everything before that day, `event_dedup_keys_period_<n>` the dedup period n.
+ * Undefined for partitions made by hand under other names: maintenance leaves them alone.
+ */
+export function partitionEnd (name: string): number | undefined {
+  const day = /_p(\d{8})$/.exec(name)
+  if (day?.[1] !== undefined) return startOfDay(fromCompact(day[1])) + DAY_MS
+  const before = /_before_(\d{8})$/.exec(name)
+  if (before?.[1] !== undefined) return startOfDay(fromCompact(before[1]))
+  const period = /^event_dedup_keys_period_(\d+)$/.exec(name)
+  if (period?.[1] !== undefined) return (Number(period[1]) + 1) * DEDUP_PERIOD_DAYS * DAY_MS
+  return undefined
+}
+
+/**
+ * The oldest time still kept for `days` of retention at `now`: whole UTC days, so a day's partition goes once
+ * every row in it is older than `days` days (data lives `days` to `days + 1` days). Undefined: keep forever.
+ */
+export function keptFrom (now: Date, days: number): number | undefined {
+  return days > 0 ? startOfDay(dayOf(now)) - days * DAY_MS : undefined
+}
+
+/** The partitions to drop at `now`: those whose whole range is older than what is kept. */
+export function expiredPartitions (names: string[], keepFrom: number | undefined): string[] {
+  if (keepFrom === undefined) return []
+  return names.filter((name) => {
+    const end = partitionEnd(name)
+    return end !== undefined && end <= keepFrom
+  })
+}
+
+/**
+ * One maintenance run, at `now` (injectable so tests can move the clock): creates the day partitions of events,
+ * deliveries and attempts from today to `aheadDays` ahead and the dedup keys partitions of this period and the
+ * next, then drops what retention no longer keeps: whole days of events with their deliveries and attempts
+ * (attempts sooner with a shorter attemptDays), and dedup periods that ended before the oldest kept event. One
+ * transaction under a transaction-level advisory lock, so one instance at a time does it, also through a
+ * pooler; another instance's run is skipped, not waited for. Table locks wait at most lockTimeoutMs: a busy
+ * table makes the run fail (and the next run retry) instead of queueing every insert behind it.
+ */
+export async function maintainPartitions (pool: Pool, settings: RetentionSettings, now: Date = new Date()): Promise<MaintenanceResult> {
+  return inTransaction(pool, async (client) => {
+    if (!await tryMaintenanceLock(client)) return { ran: false, created: [], dropped: [] }
+    await client.query(`SET LOCAL lock_timeout = ${Math.max(1, Math.trunc(settings.lockTimeoutMs))}`)
+    const partitions = await listPartitions(client, [...DAY_PARTITIONED_TABLES, DEDUP_KEYS_TABLE])
+    const created: string[] = []
+    const today = startOfDay(dayOf(now))
+    for (let ahead = 0; ahead <= settings.aheadDays; ahead++) {
+      const day = dayOf(today + ahead * DAY_MS)
+      for (const table of DAY_PARTITIONED_TABLES) {
+        const name = `${table}_p${compactDay(day)}`
+        if (!partitions.get(table)?.includes(name) && await createDayPartition(client, table, day)) created.push(name)
+      }
+    }
+    const period = dedupPeriodOf(now)
+    for (const next of [period, period + 1]) {
+      const name = `${DEDUP_KEYS_TABLE}_period_${next}`
+      if (!partitions.get(DEDUP_KEYS_TABLE)?.includes(name) && await createDedupPartition(client, next)) created.push(name)
+    }
+
+    const eventsFrom = keptFrom(now, settings.eventDays)
+    const attemptDays = settings.attemptDays > 0 && (settings.eventDays === 0 || settings.attemptDays < settings.eventDays) ? settings.attemptDays : settings.eventDays
+    const attemptsFrom = keptFrom(now, attemptDays)
+    const dropped = [
+      ...expiredPartitions(partitions.get('delivery_attempts') ?? [], attemptsFrom),
+      ...expiredPartitions(partitions.get('deliveries') ?? [], eventsFrom),
+      ...expiredPartitions(partitions.get('events') ?? [], eventsFrom),
+      ...expiredPartitions(partitions.get(DEDUP_KEYS_TABLE) ?? [], eventsFrom)
+    ]
+    if (attemptsFrom !== undefined && dropped.some((name) => name.startsWith('delivery_attempts_'))) {
+      await raiseAttemptsHorizon(client, new Date(attemptsFrom))
+    }
+    await dropPartitions(client, dropped)
+    return { ran: true, created, dropped }
+  })
+}
