@@ -75,16 +75,18 @@ export async function insertEvents (db: Queryable, serializedEvents: string): Pr
   const { rows } = await db.query<InsertedEvent & { outbox_rows: number }>({
     name: 'insert-events',
     text: `WITH input AS (
-             SELECT * FROM jsonb_to_recordset($1::jsonb) AS e (id uuid, organization_id uuid, type text, payload jsonb, dedup_id text, source text)
+             SELECT * FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid, organization_id uuid, type text, payload jsonb, dedup_id text, source text))
+               WITH ORDINALITY AS e (id, organization_id, type, payload, dedup_id, source, position)
            ), known AS (
-             SELECT k.organization_id, k.dedup_id FROM input i
-             JOIN event_dedup_keys k ON k.organization_id = i.organization_id AND k.dedup_id = i.dedup_id
-             WHERE k.period < dedup_period(now())
+             SELECT * FROM dedup_keys_in_earlier_periods(
+               ARRAY(SELECT organization_id FROM input WHERE dedup_id IS NOT NULL), ARRAY(SELECT dedup_id FROM input WHERE dedup_id IS NOT NULL))
            ), claimed AS (
              INSERT INTO event_dedup_keys (organization_id, dedup_id, period, event_id, type, created_at)
              SELECT i.organization_id, i.dedup_id, dedup_period(now()), i.id, i.type, now() FROM input i
              WHERE i.dedup_id IS NOT NULL
                AND NOT EXISTS (SELECT 1 FROM known k WHERE k.organization_id = i.organization_id AND k.dedup_id = i.dedup_id)
+             -- In input order, so the first of a dedup_id repeated in the call is the one stored.
+             ORDER BY i.position
              ON CONFLICT (organization_id, dedup_id, period) DO NOTHING
              RETURNING event_id
            ), accepted AS (
@@ -97,6 +99,7 @@ export async function insertEvents (db: Queryable, serializedEvents: string): Pr
              SELECT a.id, a.organization_id, a.type, a.payload, a.dedup_id, a.source,
                     CASE WHEN EXISTS (SELECT 1 FROM matches m WHERE m.event_id = a.id) THEN 'pending' ELSE 'none' END
              FROM accepted a
+             ORDER BY a.position
              RETURNING id, dedup_id, type, created_at, delivery_status
            ), outbox AS (
              INSERT INTO deliveries (event_id, event_created_at, webhook_id)

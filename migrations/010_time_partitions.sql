@@ -8,7 +8,8 @@
 -- Unique keys of a partitioned table must include its partition key, so (organization_id, dedup_id) can no longer
 -- be unique on events: dedup keys move to event_dedup_keys, partitioned by 30-day dedup periods. A key is unique
 -- within its period (the primary key includes the period) and the insert looks the key up in earlier periods,
--- which are few (EVENT_RETENTION_DAYS / 30 + 1), so a dedup_id is recognized for as long as its event is kept.
+-- which are few (EVENT_RETENTION_DAYS / 30 + 1), so a dedup_id is recognized for as long as its event is kept
+-- (dedup_keys_in_earlier_periods below keeps that true for inserts running across a period boundary).
 --
 -- Existing rows are copied: events older than today (UTC) into one "before" partition per table (dropped once its
 -- newest day leaves the retention window), today's into today's partition. Relations that refer to the old
@@ -41,6 +42,32 @@ BEGIN
   IF to_regclass(name) IS NOT NULL THEN RETURN false; END IF;
   EXECUTE format('CREATE TABLE %I PARTITION OF event_dedup_keys FOR VALUES IN (%s)', name, period);
   RETURN true;
+END
+$$;
+
+-- The given dedup keys already stored in an earlier dedup period: the inserts' look-up before they claim a key in the
+-- current period (whose primary key catches the same key within the period, even from a transaction still open).
+-- Across a period boundary an insert of the previous period may still be open, its key invisible: so every
+-- caller holds a shared lock on its period until it commits, and a caller waits for the previous period's
+-- holders to end before it looks (a VOLATILE function's query takes a fresh snapshot, which then sees their keys).
+-- A caller whose period ended before it took its lock may have been missed by the next period's callers: it
+-- fails with a serialization failure, and is retried (in the new period).
+CREATE FUNCTION dedup_keys_in_earlier_periods(organization_ids uuid[], dedup_ids text[])
+RETURNS TABLE (organization_id uuid, dedup_id text) LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+  current_period integer := dedup_period(now());
+BEGIN
+  PERFORM pg_advisory_xact_lock_shared(714001401, current_period);
+  IF dedup_period(clock_timestamp()) <> current_period THEN
+    RAISE EXCEPTION 'dedup period % ended while this insert started', current_period USING ERRCODE = 'serialization_failure';
+  END IF;
+  PERFORM pg_advisory_lock(714001401, current_period - 1);
+  PERFORM pg_advisory_unlock(714001401, current_period - 1);
+  RETURN QUERY
+    SELECT DISTINCT k.organization_id, k.dedup_id
+    FROM unnest(organization_ids, dedup_ids) AS i (organization_id, dedup_id)
+    JOIN event_dedup_keys k ON k.organization_id = i.organization_id AND k.dedup_id = i.dedup_id
+    WHERE k.period < current_period;
 END
 $$;
 
@@ -277,6 +304,7 @@ DROP TABLE deliveries_partitioned;
 DROP TABLE events_partitioned;
 DROP TABLE event_dedup_keys;
 DROP TABLE retention_horizon;
+DROP FUNCTION dedup_keys_in_earlier_periods(uuid[], text[]);
 DROP FUNCTION create_dedup_partition(integer);
 DROP FUNCTION dedup_period(timestamptz);
 DROP FUNCTION create_day_partition(regclass, date);

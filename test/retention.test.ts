@@ -2,11 +2,13 @@ import t from 'tap'
 import type { FastifyInstance } from 'fastify'
 import pg from 'pg'
 import { randomUUID } from 'node:crypto'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { runner } from 'node-pg-migrate'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { recordAttempts, type AttemptOutcome } from '../db/deliveries.js'
 import { runMigrations } from '../db/migrate.js'
+import type { Queryable } from '../db/queryable.js'
 import { inTransaction } from '../db/transaction.js'
 import { expiredPartitions, keptFrom, maintainPartitions, partitionEnd, type RetentionSettings } from '../lib/retention.js'
 import { buildTestApp, createOrganization, sendEvent, type Teardown, type TestOrganization } from './helpers.js'
@@ -85,13 +87,13 @@ async function recordFailedAttempts (db: pg.Pool, eventIds: string[]): Promise<v
 }
 
 /** Stores an event as if it had been accepted at `createdAt`, with its dedup key in that time's dedup period. */
-async function storeEventAt (db: pg.Pool, organization: TestOrganization, createdAt: Date, dedupId: string | null): Promise<string> {
+async function storeEventAt (db: pg.Pool, organization: TestOrganization, createdAt: Date, dedupId: string | null, writer: Queryable = db): Promise<string> {
   const id = randomUUID()
-  await db.query('INSERT INTO events (id, organization_id, type, payload, dedup_id, created_at) VALUES ($1, $2, $3, $4, $5, $6)',
+  if (dedupId !== null) await db.query('SELECT create_dedup_partition(dedup_period($1))', [createdAt])
+  await writer.query('INSERT INTO events (id, organization_id, type, payload, dedup_id, created_at) VALUES ($1, $2, $3, $4, $5, $6)',
     [id, organization.id, 'retention.test', { at: createdAt.toISOString() }, dedupId, createdAt])
   if (dedupId !== null) {
-    await db.query('SELECT create_dedup_partition(dedup_period($1))', [createdAt])
-    await db.query(`INSERT INTO event_dedup_keys (organization_id, dedup_id, period, event_id, type, created_at)
+    await writer.query(`INSERT INTO event_dedup_keys (organization_id, dedup_id, period, event_id, type, created_at)
                     VALUES ($1, $2, dedup_period($4), $3, 'retention.test', $4)`, [organization.id, dedupId, id, createdAt])
   }
   return id
@@ -210,6 +212,35 @@ t.test('a dedup_id is a duplicate across a day boundary and across a dedup perio
   }
   const keys = await count(db, 'SELECT 1 FROM event_dedup_keys WHERE organization_id = $1 AND period < dedup_period(now())', [organization.id])
   t.ok(keys >= 1, 'at least one original was in an earlier dedup period')
+})
+
+t.test('an insert of a new dedup period waits for inserts of the previous period still open, then sees their keys', async (t) => {
+  const t_ = scope(t)
+  const url = await freshDatabase(t_)
+  const app = await buildTestApp(t_, { DATABASE_URL: url })
+  const db = app.pg.pool
+  const organization = await createOrganization(app)
+  const period = Math.floor(Date.now() / (30 * DAY_MS))
+  const dedupId = `straddling-${randomUUID()}`
+  const holder = await db.connect()
+  try {
+    // An insert that started in the previous period, its key written but not yet committed.
+    await holder.query('BEGIN')
+    await holder.query('SELECT pg_advisory_xact_lock_shared(714001401, $1)', [period - 1])
+    const original = await storeEventAt(db, organization, new Date(period * 30 * DAY_MS - 1), dedupId, holder)
+    const answer = sendEvent(app, organization, { type: 'retention.test', payload: {}, dedup_id: dedupId })
+    const waiting = () => count(db, 'SELECT 1 FROM pg_locks WHERE locktype = \'advisory\' AND NOT granted')
+    for (let tries = 0; tries < 250 && await waiting() === 0; tries++) await sleep(20)
+    t.equal(await waiting(), 1, 'the new insert waits')
+    await holder.query('COMMIT')
+    const response = await answer
+    t.equal(response.statusCode, 200, 'then finds the key and answers a duplicate')
+    t.equal(response.json<{ event_id: string }>().event_id, original)
+    t.equal(await count(db, 'SELECT 1 FROM events WHERE dedup_id = $1', [dedupId]), 1)
+  } finally {
+    await holder.query('ROLLBACK').catch(() => {})
+    holder.release()
+  }
 })
 
 async function inbox (app: FastifyInstance, organization: TestOrganization, cursor: string | undefined) {
