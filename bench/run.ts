@@ -13,6 +13,7 @@ import {
 import { ADMIN_TOKEN, addWebhook, createOrganization, deleteCreatedOrganizations, type Organization } from './organizations.js'
 import { countRows, runRawInserts } from './raw-insert.js'
 import { startReceiver, type Receiver } from './receiver.js'
+import { describeRetentionDrop, dropFilledPartition, fillDayPartition } from './retention-drop.js'
 import { renderReport, saveReport, type Report, type ScenarioResult, type SoakResult } from './report.js'
 import { peakMb, sampleRss, startServer, type BenchServer } from './server.js'
 
@@ -33,14 +34,15 @@ const PROFILE_DIR = '.data/bench-profile'
 const RESULTS_DIR = 'bench/results'
 const WEBHOOKS_PER_ORGANIZATION = 2
 const SCENARIOS = [
-  'raw', 'ingest', 'ingest+webhooks', 'ingest+webhooks+delivery', 'duplicates', 'batch', ...DELIVERY_SCENARIOS, 'delivery-backlog'
+  'raw', 'ingest', 'ingest+webhooks', 'ingest+webhooks+delivery', 'duplicates', 'batch', ...DELIVERY_SCENARIOS, 'delivery-backlog', 'retention-drop'
 ] as const
 type ScenarioName = typeof SCENARIOS[number]
 /** Too long for every run (a million rows written, a minute of draining): only when named. */
-const NOT_BY_DEFAULT: ReadonlySet<ScenarioName> = new Set(['delivery-backlog'])
+const NOT_BY_DEFAULT: ReadonlySet<ScenarioName> = new Set(['delivery-backlog', 'retention-drop'])
 const SELECTED = selectedScenarios(process.env.BENCH_SCENARIOS)
 const BACKLOG_ROWS = positiveNumber(process.env.BENCH_BACKLOG_ROWS, 1_000_000)
 const PACED_ROUNDS = Math.round(positiveNumber(process.env.BENCH_PACED_ROUNDS, 3))
+const RETENTION_DROP_ROWS = positiveNumber(process.env.BENCH_RETENTION_DROP_ROWS, 1_000_000)
 
 const LOG_LEVEL = process.env.LOG_LEVEL ?? 'info'
 
@@ -107,6 +109,8 @@ interface HttpScenarioSpec {
   scenario: () => HttpScenario
   prepare?: (organization: Organization) => Promise<void>
   outboxPerEvent?: number
+  /** Started with the measured load (not the warm-up); what it says joins the row check's line. */
+  during?: () => Promise<string>
 }
 
 async function measureHttp (server: BenchServer, databaseUrl: string, spec: HttpScenarioSpec): Promise<ScenarioResult> {
@@ -119,9 +123,12 @@ async function measureHttp (server: BenchServer, databaseUrl: string, spec: Http
   const organization = await organizationFor(`bench-${spec.name}`)
   const scenario = spec.scenario()
   const before = await ingestStats(server)
+  const alongside = spec.during?.()
   const { result: run, rssSamples } = await sampleRss(server, () => runHttpLoad(server.baseUrl, organization, scenario, DURATION_SECONDS))
+  const note = await alongside
   const after = await ingestStats(server)
-  const check = await checkRows(databaseUrl, organization.id, run, spec.outboxPerEvent)
+  const rows = await checkRows(databaseUrl, organization.id, run, spec.outboxPerEvent)
+  const check = note === undefined ? rows : { ...rows, summary: `${note}; ${rows.summary}` }
   const { result } = run
   console.log(`${spec.name}: ${result.requests.average.toFixed(0)} requests/s, p99 ${result.latency.p99} ms; ${check.summary}`)
   return {
@@ -217,6 +224,28 @@ async function profile (databaseUrl: string, name: keyof typeof PROFILED_SCENARI
   return topFrames(PROFILE_DIR)
 }
 
+/**
+ * retention-drop (not in the default set): ingest, then the same ingest while the day partitions holding
+ * RETENTION_DROP_ROWS events are dropped half-way through (issue 14's target: within 10 %).
+ */
+async function measureRetentionDrop (server: BenchServer, databaseUrl: string): Promise<ScenarioResult[]> {
+  const owner = await createOrganization(server.baseUrl, 'bench-retention-drop-filler')
+  const fillSeconds = await fillDayPartition(databaseUrl, owner.id, RETENTION_DROP_ROWS)
+  console.log(`retention-drop: ${RETENTION_DROP_ROWS} events written into one day partition in ${fillSeconds.toFixed(0)} s`)
+  const baseline = await measureHttp(server, databaseUrl, { name: 'ingest, no drop', scenario: singleEvents })
+  const dropping = await measureHttp(server, databaseUrl, {
+    name: 'retention-drop',
+    scenario: singleEvents,
+    during: async () => {
+      await new Promise((resolve) => setTimeout(resolve, DURATION_SECONDS * 500))
+      const ms = await dropFilledPartition(databaseUrl)
+      return `${RETENTION_DROP_ROWS} rows dropped in ${ms.toFixed(0)} ms`
+    }
+  })
+  console.log(`retention-drop: ${(100 * dropping.requestsPerSecond / baseline.requestsPerSecond).toFixed(0)} % of the throughput without a drop`)
+  return [baseline, dropping]
+}
+
 /** Runs the selected ingest scenarios on one server (delivery worker off), the soak and the delivering variant on their own. */
 async function runIngestScenarios (databaseUrl: string, receiverUrl: string): Promise<Pick<Report, 'scenarios' | 'soak'>> {
   const withWebhooks = (name: string, server: BenchServer): HttpScenarioSpec => ({
@@ -239,6 +268,7 @@ async function runIngestScenarios (databaseUrl: string, receiverUrl: string): Pr
       if (name === 'raw') results.push(await measureRaw(server, databaseUrl))
       else if (spec) results.push(await measureHttp(server, databaseUrl, spec))
     }
+    if (SELECTED.has('retention-drop')) results.push(...await measureRetentionDrop(server, databaseUrl))
     return results
   })
   // A fresh server, so the soak's memory is that of steady ingest, not left over from the batch scenario.
@@ -282,7 +312,8 @@ async function runDelivery (databaseUrl: string, receiver: Receiver): Promise<Pi
 function describeDelivery (): string {
   const parts = [
     DELIVERY_SCENARIOS.some((name) => SELECTED.has(name)) ? describeDeliveryScenarios(DURATION_SECONDS, PACED_ROUNDS) : '',
-    SELECTED.has('delivery-backlog') ? describeBacklog(BACKLOG_ROWS) : ''
+    SELECTED.has('delivery-backlog') ? describeBacklog(BACKLOG_ROWS) : '',
+    SELECTED.has('retention-drop') ? describeRetentionDrop(RETENTION_DROP_ROWS) : ''
   ]
   return parts.filter((part) => part !== '').map((part) => `${part}; `).join('')
 }
