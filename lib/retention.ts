@@ -96,6 +96,7 @@ export async function maintainPartitions (pool: Pool, settings: RetentionSetting
     }
 
     const eventsFrom = keptFrom(now, settings.eventDays)
+    // A longer attempt retention than the events' is refused by the config (attempts live in their event's partitions).
     const attemptDays = settings.attemptDays > 0 && (settings.eventDays === 0 || settings.attemptDays < settings.eventDays) ? settings.attemptDays : settings.eventDays
     const attemptsFrom = keptFrom(now, attemptDays)
     const dropped = [

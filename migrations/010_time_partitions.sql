@@ -12,10 +12,10 @@
 -- (dedup_keys_in_earlier_periods below keeps that true for inserts running across a period boundary).
 --
 -- Existing rows are copied: events older than today (UTC) into one "before" partition per table (dropped once its
--- newest day leaves the retention window), today's into today's partition. Relations that refer to the old
--- tables by name keep working; foreign keys between the three tables are not kept (a foreign key to a partitioned
--- table blocks dropping its partitions): deliveries are only written for an existing event, and a day's three
--- partitions are dropped in one transaction. Deleting a webhook or an organization still cascades to all three.
+-- newest day leaves the retention window), today's into today's partition. Foreign keys between the three tables
+-- are not kept (a foreign key to a partitioned table blocks dropping its partitions, and checks every insert):
+-- deliveries are only written for an existing event, and a day's three partitions are dropped in one
+-- transaction. Deleting a webhook or an organization still cascades to all three.
 
 -- Creates `<parent>_pYYYYMMDD` holding `day` (UTC) unless it exists; true when it was created.
 CREATE FUNCTION create_day_partition(parent regclass, day date) RETURNS boolean LANGUAGE plpgsql AS $$

@@ -78,12 +78,22 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, { listens = tr
     config = envSchema<Config>({ schema: ConfigSchema, data, env: false, dotenv: false })
     trustProxyOption(config.TRUST_PROXY)
     parseSecretKeys(config.WEBHOOK_SECRET_KEYS)
+    checkRetention(config)
   } catch (error) {
     const detail = error instanceof Error ? error.message : String(error)
     throw new Error(`Invalid configuration: ${detail}`)
   }
   if (listens) refuseOpenKeyCreation(config)
   return config
+}
+
+/** Attempts live in their event's partitions: they cannot be kept longer than their events. */
+function checkRetention (config: Config): void {
+  const events = config.EVENT_RETENTION_DAYS
+  const attempts = config.DELIVERY_ATTEMPT_RETENTION_DAYS
+  if (events > 0 && attempts > events) {
+    throw new Error(`env/DELIVERY_ATTEMPT_RETENTION_DAYS (${attempts}) cannot exceed EVENT_RETENTION_DAYS (${events}): attempts expire with their events`)
+  }
 }
 
 const LOOPBACK_NAMES = new Set(['localhost', 'ip6-localhost', 'ip6-loopback'])

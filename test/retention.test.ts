@@ -11,6 +11,7 @@ import { runMigrations } from '../db/migrate.js'
 import type { Queryable } from '../db/queryable.js'
 import { inTransaction } from '../db/transaction.js'
 import { expiredPartitions, keptFrom, maintainPartitions, partitionEnd, type RetentionSettings } from '../lib/retention.js'
+import { loadConfig } from '../plugins/config.js'
 import { buildTestApp, createOrganization, sendEvent, type Teardown, type TestOrganization } from './helpers.js'
 
 const DAY_MS = 86_400_000
@@ -111,6 +112,12 @@ t.test('partition names and expiry: a day partition goes once its whole day is o
   const names = ['events_before_20260301', 'events_p20260306', 'events_p20260307', 'events_p20260308', 'events_by_hand']
   t.same(expiredPartitions(names, keptFrom(now, 3)), ['events_before_20260301', 'events_p20260306'])
   t.same(expiredPartitions(names, undefined), [])
+})
+
+t.test('attempts cannot be kept longer than their events', async (t) => {
+  t.throws(() => loadConfig({ EVENT_RETENTION_DAYS: '7', DELIVERY_ATTEMPT_RETENTION_DAYS: '8' }), /DELIVERY_ATTEMPT_RETENTION_DAYS \(8\) cannot exceed EVENT_RETENTION_DAYS \(7\)/)
+  t.equal(loadConfig({ EVENT_RETENTION_DAYS: '0', DELIVERY_ATTEMPT_RETENTION_DAYS: '8' }).DELIVERY_ATTEMPT_RETENTION_DAYS, 8, 'with events kept forever, any attempt retention')
+  t.equal(loadConfig({}).EVENT_RETENTION_DAYS, 30)
 })
 
 t.test('maintenance creates partitions ahead and drops expired days of events with their deliveries and attempts', async (t) => {
