@@ -25,6 +25,7 @@ import webhookSecretsPlugin from './plugins/webhook-secrets.js'
 import retentionPlugin from './plugins/retention.js'
 import webhookRoutes from './routes/webhooks/index.js'
 import { validatorCompiler } from './schemas/validation.js'
+import { NAMED_SCHEMAS } from './schemas/components.js'
 import { loggerOptions } from './lib/logging.js'
 
 const BODY_LIMIT_BYTES = 256 * 1024
@@ -81,6 +82,8 @@ export async function buildApp ({ config, databaseUrl }: AppOptions): Promise<Fa
     forceCloseConnections: 'idle'
   }).withTypeProvider<TypeBoxTypeProvider>()
   app.setValidatorCompiler(validatorCompiler)
+  // The schemas that routes refer to by $id: for the response serializers and the OpenAPI document.
+  for (const schema of NAMED_SCHEMAS) app.addSchema(schema)
   // JSON only: a text/plain body is refused with 415 instead of reaching validation as a string.
   app.removeContentTypeParser('text/plain')
   acceptEmptyJsonBodies(app)

@@ -1,4 +1,5 @@
 import { Type, type Static } from 'typebox'
+import { ref } from './ref.js'
 
 const EventId = Type.String({ format: 'uuid', description: 'Event id' })
 const timestamp = Type.String({ format: 'date-time' })
@@ -19,7 +20,7 @@ export const EventInput = Type.Object({
   payload: Payload,
   dedup_id: Type.Optional(Type.String({ minLength: 1, maxLength: 255, pattern: noNul, description: 'Same as the Idempotency-Key header' })),
   source: Type.Optional(Type.String({ minLength: 1, maxLength: 255, pattern: noNul }))
-}, { additionalProperties: false })
+}, { $id: 'EventInput', additionalProperties: false })
 export type EventInput = Static<typeof EventInput>
 
 export const IdempotencyHeader = Type.Object({
@@ -32,7 +33,7 @@ export const EventAccepted = Type.Object({
   type: Type.String(),
   created_at: timestamp,
   delivery_status: Type.Optional(Type.Enum(['none', 'pending'], { description: 'Accepted events only: whether webhooks matched (GET the event for its current states)' }))
-})
+}, { $id: 'EventAccepted' })
 export type EventAccepted = Static<typeof EventAccepted>
 
 export const Event = Type.Object({
@@ -45,43 +46,45 @@ export const Event = Type.Object({
   delivery_status: DeliveryStatus,
   created_at: timestamp,
   acknowledged_at: Type.Union([timestamp, Type.Null()])
-})
+}, { $id: 'Event' })
 export type Event = Static<typeof Event>
 
 export const EventParams = Type.Object({ id: EventId })
 
 export const BatchBody = Type.Object({
   events: Type.Array(Type.Unknown({ description: 'An event as in POST /api/events; an invalid item is rejected alone' }), { minItems: 1, maxItems: 100 })
-}, { additionalProperties: false })
+}, { $id: 'BatchBody', additionalProperties: false })
+
+export const BatchItemResult = Type.Object({
+  index: Type.Integer(),
+  status: Type.Enum(['accepted', 'duplicate', 'rejected']),
+  event_id: Type.Optional(EventId),
+  delivery_status: Type.Optional(Type.Enum(['none', 'pending'], { description: 'Accepted items only: whether webhooks matched' })),
+  error: Type.Optional(Type.String())
+}, { $id: 'BatchItemResult' })
 
 export const BatchResult = Type.Object({
-  results: Type.Array(Type.Object({
-    index: Type.Integer(),
-    status: Type.Enum(['accepted', 'duplicate', 'rejected']),
-    event_id: Type.Optional(EventId),
-    delivery_status: Type.Optional(Type.Enum(['none', 'pending'], { description: 'Accepted items only: whether webhooks matched' })),
-    error: Type.Optional(Type.String())
-  })),
+  results: Type.Array(ref(BatchItemResult)),
   accepted: Type.Integer(),
   duplicates: Type.Integer(),
   rejected: Type.Integer()
-})
+}, { $id: 'BatchResult' })
 export type BatchResult = Static<typeof BatchResult>
 
 export const Acknowledged = Type.Object({
   event_id: EventId,
   status: Type.Literal('acknowledged'),
   acknowledged_at: timestamp
-})
+}, { $id: 'Acknowledged' })
 
 export const BulkAckBody = Type.Object({
   event_ids: Type.Array(EventId, { minItems: 1, maxItems: 100 })
-}, { additionalProperties: false })
+}, { $id: 'BulkAckBody', additionalProperties: false })
 
 export const BulkAckResult = Type.Object({
   acknowledged: Type.Array(EventId),
   not_found: Type.Array(EventId)
-})
+}, { $id: 'BulkAckResult' })
 
 export const InboxQuery = Type.Object({
   limit: Type.Integer({ minimum: 1, maximum: 100, default: 50 }),
@@ -94,8 +97,8 @@ export const InboxQuery = Type.Object({
 export type InboxQuery = Static<typeof InboxQuery>
 
 export const InboxPage = Type.Object({
-  events: Type.Array(Event),
+  events: Type.Array(ref(Event)),
   count: Type.Integer(),
   next_cursor: Type.String({ description: 'Always present: pass as cursor for the next page, also after an empty or last page to tail the inbox' }),
   has_more: Type.Boolean({ description: 'True when more events are listable right now after this page' })
-})
+}, { $id: 'InboxPage' })

@@ -7,21 +7,21 @@ export type Tier = Static<typeof Tier>
 export const GenerateKeyBody = Type.Object({
   organization_name: Type.String({ minLength: 1, maxLength: 255 }),
   tier: Type.Optional(Tier)
-}, { additionalProperties: false })
+}, { $id: 'GenerateKeyBody', additionalProperties: false })
 export type GenerateKeyBody = Static<typeof GenerateKeyBody>
 
 const apiKey = Type.String({ description: 'The full API key. Shown only in this response: store it now.' })
 const keyPrefix = Type.String({ description: 'First characters of the key, to recognise it later' })
 const timestamp = Type.String({ format: 'date-time' })
 
-export const GeneratedKey = Type.Object({
+export const ApiKey = Type.Object({
   api_key: apiKey,
   key_prefix: keyPrefix,
   organization_id: Type.String({ format: 'uuid' }),
   organization_name: Type.String(),
   tier: Tier,
   created_at: timestamp
-})
+}, { $id: 'ApiKey', description: 'A new API key and the organization it belongs to' })
 
 export const KeyInfo = Type.Object({
   organization_id: Type.String({ format: 'uuid' }),
@@ -30,10 +30,6 @@ export const KeyInfo = Type.Object({
   key_prefix: keyPrefix,
   rate_limit_per_minute: Type.Union([Type.Integer(), Type.Null()], { description: 'null means unlimited' }),
   created_at: timestamp
-})
+}, { $id: 'KeyInfo' })
 
-export const RotatedKey = Type.Object({ api_key: apiKey, key_prefix: keyPrefix })
-
-export const AdminTokenHeader = Type.Object({
-  'x-admin-token': Type.Optional(Type.String({ description: 'Required when the server has ADMIN_TOKEN set' }))
-})
+export const RotatedKey = Type.Object({ api_key: apiKey, key_prefix: keyPrefix }, { $id: 'RotatedKey' })

@@ -1,11 +1,14 @@
 import { Ajv, type ValidateFunction } from 'ajv'
 import addFormats from 'ajv-formats'
 import type { FastifySchemaCompiler } from 'fastify'
+import { NAMED_SCHEMAS } from './components.js'
 
 function createAjv (coerceTypes: boolean | 'array'): Ajv {
   // removeAdditional stays off so unknown fields are refused rather than silently dropped.
   const ajv = new Ajv({ coerceTypes, useDefaults: true, removeAdditional: false, allErrors: false, strict: false })
   addFormats.default(ajv)
+  // Route schemas refer to the named ones by $id; Fastify hands them only to its own compilers, not to ours.
+  ajv.addSchema(NAMED_SCHEMAS)
   return ajv
 }
 

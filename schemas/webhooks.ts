@@ -1,4 +1,5 @@
 import { Type } from 'typebox'
+import { ref } from './ref.js'
 
 const Id = Type.String({ format: 'uuid' })
 const timestamp = Type.String({ format: 'date-time' })
@@ -13,14 +14,14 @@ export const CreateWebhookBody = Type.Object({
   url: Url,
   event_types: Type.Optional(EventTypes),
   description: Type.Optional(Description)
-}, { additionalProperties: false })
+}, { $id: 'CreateWebhookBody', additionalProperties: false })
 
 export const UpdateWebhookBody = Type.Object({
   url: Type.Optional(Url),
   event_types: Type.Optional(EventTypes),
   description: Type.Optional(Type.Union([Description, Type.Null()])),
   enabled: Type.Optional(Type.Boolean())
-}, { additionalProperties: false, minProperties: 1 })
+}, { $id: 'UpdateWebhookBody', additionalProperties: false, minProperties: 1 })
 
 export const Webhook = Type.Object({
   id: Id,
@@ -32,9 +33,9 @@ export const Webhook = Type.Object({
   secret: Type.String({ description: 'Full only when created or rotated; masked otherwise' }),
   created_at: timestamp,
   updated_at: timestamp
-})
+}, { $id: 'Webhook' })
 
-export const WebhookList = Type.Object({ webhooks: Type.Array(Webhook) })
+export const WebhookList = Type.Object({ webhooks: Type.Array(ref(Webhook)) }, { $id: 'WebhookList' })
 
 export const DeliveriesQuery = Type.Object({
   limit: Type.Integer({ minimum: 1, maximum: 100, default: 50 }),
@@ -42,7 +43,7 @@ export const DeliveriesQuery = Type.Object({
   status: Type.Optional(Type.Enum(['succeeded', 'failed']))
 }, { additionalProperties: false })
 
-export const DeliveryAttempt = Type.Object({
+export const Delivery = Type.Object({
   event_id: Id,
   attempt: Type.Integer(),
   status: Type.Enum(['succeeded', 'failed']),
@@ -51,22 +52,22 @@ export const DeliveryAttempt = Type.Object({
   duration_ms: Type.Integer(),
   attempted_at: timestamp,
   next_attempt_at: Type.Union([timestamp, Type.Null()], { description: 'When the next attempt is due; null when none follows' })
-})
+}, { $id: 'Delivery', description: 'One attempt to deliver an event to an endpoint' })
 
 export const DeliveryPage = Type.Object({
-  deliveries: Type.Array(DeliveryAttempt),
+  deliveries: Type.Array(ref(Delivery)),
   next_cursor: Type.Union([Type.String(), Type.Null()])
-})
+}, { $id: 'DeliveryPage' })
 
 export const RedeliverBody = Type.Object({
   webhook_id: Type.Optional(Id)
-}, { additionalProperties: false })
+}, { $id: 'RedeliverBody', additionalProperties: false })
 
-export const RedeliverResult = Type.Object({ queued: Type.Integer({ description: 'Deliveries queued' }) })
+export const RedeliverResult = Type.Object({ queued: Type.Integer({ description: 'Deliveries queued' }) }, { $id: 'RedeliverResult' })
 
-export const TestResult = Type.Object({
+export const WebhookTestResult = Type.Object({
   success: Type.Boolean(),
   response_status: Type.Union([Type.Integer(), Type.Null()]),
   error: Type.Union([Type.String(), Type.Null()]),
   duration_ms: Type.Integer()
-})
+}, { $id: 'WebhookTestResult' })

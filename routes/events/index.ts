@@ -8,6 +8,7 @@ import { errorResponses } from '../../schemas/errors.js'
 import {
   BatchBody, BatchResult, Event, EventAccepted, EventInput, EventParams, IdempotencyHeader
 } from '../../schemas/events.js'
+import { ref } from '../../schemas/ref.js'
 import { compileBodyValidator } from '../../schemas/validation.js'
 
 const validateEventInput = compileBodyValidator<EventInput>(EventInput)
@@ -37,11 +38,19 @@ function outcomeBody (outcome: IngestOutcome) {
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/events', {
     schema: {
+      operationId: 'createEvent',
       tags: ['events'],
       summary: 'Send one event; a repeated dedup_id (or Idempotency-Key) answers 200 with the original event id',
       headers: IdempotencyHeader,
-      body: EventInput,
-      response: { 201: EventAccepted, 200: EventAccepted, ...errorResponses(400, 401, 413, 415) }
+      body: ref(EventInput),
+      response: {
+        201: ref(EventAccepted, {
+          description: 'Stored (status accepted)',
+          headers: { Location: { type: 'string', description: 'The event\'s URL, /api/events/{event_id}' } }
+        }),
+        200: ref(EventAccepted, { description: 'A duplicate of an earlier event (status duplicate, its event_id)' }),
+        ...errorResponses(400, 401, 413, 415, 429, 503)
+      }
     }
   }, async (request, reply) => {
     const organization = organizationOf(request)
@@ -63,10 +72,11 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.post('/events/batch', {
     schema: {
+      operationId: 'createEventBatch',
       tags: ['events'],
       summary: 'Send 1-100 events; each item is accepted, a duplicate, or rejected on its own',
-      body: BatchBody,
-      response: { 200: BatchResult, ...errorResponses(400, 401, 413, 415) }
+      body: ref(BatchBody),
+      response: { 200: ref(BatchResult, { description: 'The outcome of each item, in order' }), ...errorResponses(400, 401, 413, 415, 429, 503) }
     }
   }, async (request) => {
     const organization = organizationOf(request)
@@ -88,10 +98,11 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.get('/events/:id', {
     schema: {
+      operationId: 'getEvent',
       tags: ['events'],
       summary: 'One event of the calling organization',
       params: EventParams,
-      response: { 200: Event, ...errorResponses(400, 401, 404) }
+      response: { 200: ref(Event, { description: 'The event' }), ...errorResponses(400, 401, 404, 429, 503) }
     }
   }, async (request) => {
     const row = await findEvent(fastify.pg, organizationOf(request).id, request.params.id)

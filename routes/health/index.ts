@@ -1,13 +1,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { Type } from 'typebox'
 import { errorBody } from '../../plugins/errors.js'
-import { ErrorResponse } from '../../schemas/errors.js'
-
-const PoolStats = Type.Object({
-  total: Type.Integer({ description: 'Clients open' }),
-  idle: Type.Integer({ description: 'Clients open and not checked out' }),
-  waiting: Type.Integer({ description: 'Queries waiting for a client' })
-})
+import { errorResponses } from '../../schemas/errors.js'
+import { Liveness, NotReady, Readiness } from '../../schemas/health.js'
+import { ref } from '../../schemas/ref.js'
 
 // Liveness answers from memory, so it stays unmetered (orchestrators poll it); readiness queries the database and
 // is counted per client address like any request without a key.
@@ -17,19 +12,24 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/health', {
     config: unmetered,
     schema: {
+      operationId: 'getHealth',
       tags: ['health'],
       summary: 'Liveness: answers without touching the database',
-      response: { 200: Type.Object({ status: Type.Literal('ok') }) }
+      security: [],
+      response: { 200: ref(Liveness, { description: 'The process is up' }) }
     }
   }, async () => ({ status: 'ok' as const }))
 
   fastify.get('/health/ready', {
     schema: {
+      operationId: 'getReadiness',
       tags: ['health'],
       summary: 'Readiness: the database answers; includes connection pool totals',
+      security: [],
       response: {
-        200: Type.Object({ status: Type.Literal('ok'), database: Type.Literal('ok'), pool: PoolStats }),
-        503: Type.Intersect([ErrorResponse, Type.Object({ pool: PoolStats })])
+        200: ref(Readiness, { description: 'The database answered' }),
+        ...errorResponses(429),
+        503: ref(NotReady, { description: 'The database did not answer (code database_unavailable)' })
       }
     }
   }, async (request, reply) => {

@@ -6,6 +6,7 @@ import { normalizeIds, toEventBody } from '../../lib/events.js'
 import { organizationOf } from '../../plugins/auth.js'
 import { errorResponses } from '../../schemas/errors.js'
 import { Acknowledged, BulkAckBody, BulkAckResult, EventParams, InboxPage, InboxQuery } from '../../schemas/events.js'
+import { ref } from '../../schemas/ref.js'
 
 // Cursors are opaque to clients; inside they are the last event's position "<txid>.<seq>", base64url-encoded.
 const encodeCursor = (position: InboxPosition) => Buffer.from(`${position.txid}.${position.seq}`).toString('base64url')
@@ -44,16 +45,17 @@ const ackOneSchema = {
   tags: ['inbox'],
   summary: 'Acknowledge one event (idempotent)',
   params: EventParams,
-  response: { 200: Acknowledged, ...errorResponses(400, 401, 404) }
+  response: { 200: ref(Acknowledged, { description: 'Acknowledged (now or before)' }), ...errorResponses(400, 401, 404, 413, 415, 429, 503) }
 }
 
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/inbox', {
     schema: {
+      operationId: 'listInbox',
       tags: ['inbox'],
       summary: 'List events in commit order; page (or tail) with next_cursor, which never skips an event',
       querystring: InboxQuery,
-      response: { 200: InboxPage, ...errorResponses(400, 401) }
+      response: { 200: ref(InboxPage, { description: 'A page of events' }), ...errorResponses(400, 401, 429, 503) }
     }
   }, async (request) => {
     const filter = inboxFilter(request.query)
@@ -76,15 +78,16 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     if (!row) throw apiError('notFound', 'not_found', `Event ${request.params.id} not found`)
     return { event_id: row.id, status: 'acknowledged' as const, acknowledged_at: row.acknowledged_at.toISOString() }
   }
-  fastify.post('/events/:id/ack', { schema: ackOneSchema }, acknowledgeOne)
-  fastify.post('/ack/:id', { schema: ackOneSchema }, acknowledgeOne)
+  fastify.post('/events/:id/ack', { schema: { ...ackOneSchema, operationId: 'ackEvent' } }, acknowledgeOne)
+  fastify.post('/ack/:id', { schema: { ...ackOneSchema, operationId: 'ackEventShort', description: 'The same as POST /api/events/{id}/ack' } }, acknowledgeOne)
 
   fastify.post('/ack', {
     schema: {
+      operationId: 'ackEvents',
       tags: ['inbox'],
       summary: 'Acknowledge up to 100 events; unknown or foreign ids are listed in not_found',
-      body: BulkAckBody,
-      response: { 200: BulkAckResult, ...errorResponses(400, 401) }
+      body: ref(BulkAckBody),
+      response: { 200: ref(BulkAckResult, { description: 'Which ids were acknowledged' }), ...errorResponses(400, 401, 413, 415, 429, 503) }
     }
   }, async (request) => {
     const ids = normalizeIds(request.body.event_ids)

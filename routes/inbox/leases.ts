@@ -10,6 +10,7 @@ import { organizationOf } from '../../plugins/auth.js'
 import { errorResponses } from '../../schemas/errors.js'
 import { Event, EventParams } from '../../schemas/events.js'
 import { ExtendBody, ExtendResult, Lease, LeaseAckResult, LeaseBody, LeaseEventsBody, ReleaseResult } from '../../schemas/leases.js'
+import { ref } from '../../schemas/ref.js'
 
 const requestedIds = (ids: string[] | undefined) => ids === undefined ? null : normalizeIds(ids)
 
@@ -25,9 +26,10 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/inbox/lease', {
     schema: {
       tags: ['inbox'],
+      operationId: 'leaseEvents',
       summary: 'Lease the oldest available events; with wait_seconds, wait for some to arrive',
-      body: LeaseBody,
-      response: { 200: Lease, ...errorResponses(400, 401) }
+      body: ref(LeaseBody),
+      response: { 200: ref(Lease, { description: 'The events leased (none: lease_id null)' }), ...errorResponses(400, 401, 413, 415, 429, 503) }
     }
   }, async (request, reply) => {
     const organization = organizationOf(request)
@@ -76,9 +78,10 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/inbox/ack', {
     schema: {
       tags: ['inbox'],
+      operationId: 'ackLease',
       summary: 'Acknowledge the events of a lease (all, or those listed) while the lease holds them',
-      body: LeaseEventsBody,
-      response: { 200: LeaseAckResult, ...errorResponses(400, 401) }
+      body: ref(LeaseEventsBody),
+      response: { 200: ref(LeaseAckResult, { description: 'Which events were acknowledged' }), ...errorResponses(400, 401, 413, 415, 429, 503) }
     }
   }, async (request) => {
     const requested = requestedIds(request.body.event_ids)
@@ -90,9 +93,10 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/inbox/release', {
     schema: {
       tags: ['inbox'],
+      operationId: 'releaseLease',
       summary: 'Return the events of a lease (all, or those listed) to the queue now',
-      body: LeaseEventsBody,
-      response: { 200: ReleaseResult, ...errorResponses(400, 401) }
+      body: ref(LeaseEventsBody),
+      response: { 200: ref(ReleaseResult, { description: 'Which events were released' }), ...errorResponses(400, 401, 413, 415, 429, 503) }
     }
   }, async (request) => {
     const organization = organizationOf(request)
@@ -105,9 +109,10 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/inbox/extend', {
     schema: {
       tags: ['inbox'],
+      operationId: 'extendLease',
       summary: 'Extend an unexpired lease to lease_seconds from now',
-      body: ExtendBody,
-      response: { 200: ExtendResult, ...errorResponses(400, 401, 404) }
+      body: ref(ExtendBody),
+      response: { 200: ref(ExtendResult, { description: 'The lease\'s new expiry' }), ...errorResponses(400, 401, 404, 413, 415, 429, 503) }
     }
   }, async (request) => {
     const { lease_id: leaseId, lease_seconds: leaseSeconds } = request.body
@@ -119,9 +124,10 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/inbox/quarantine/:id/requeue', {
     schema: {
       tags: ['inbox'],
+      operationId: 'requeueEvent',
       summary: 'Put a quarantined event back in the queue with lease_count 0',
       params: EventParams,
-      response: { 200: Event, ...errorResponses(400, 401, 404) }
+      response: { 200: ref(Event, { description: 'The event, pending again' }), ...errorResponses(400, 401, 404, 413, 415, 429, 503) }
     }
   }, async (request) => {
     const organization = organizationOf(request)

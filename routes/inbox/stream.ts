@@ -1,5 +1,4 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { Type } from 'typebox'
 import { apiError } from '../../lib/api-error.js'
 import { createSlots } from '../../lib/slots.js'
 import { organizationOf } from '../../plugins/auth.js'
@@ -20,9 +19,16 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.get('/inbox/stream', {
     schema: {
+      operationId: 'streamInbox',
       tags: ['inbox'],
       summary: 'Server-Sent Events stream: {"count": n} when new events arrive; heartbeat comments',
-      response: { 200: Type.String({ description: 'A text/event-stream body (not JSON): frames `data: {"count": n}` and heartbeat comments' }), ...errorResponses(401) }
+      response: {
+        200: {
+          description: 'An endless text/event-stream: frames `data: {"count": n}`, and comment lines as heartbeats',
+          content: { 'text/event-stream': { schema: { type: 'string', example: ': connected\n\ndata: {"count": 3}\n\n' } } }
+        },
+        ...errorResponses(401, 429, 503)
+      }
     }
   }, async (request, reply) => {
     const organization = organizationOf(request)

@@ -3,7 +3,8 @@ import { insertOrganization } from '../../db/organizations.js'
 import { apiError } from '../../lib/api-error.js'
 import { createApiKey } from '../../lib/api-keys.js'
 import { errorResponses } from '../../schemas/errors.js'
-import { AdminTokenHeader, GenerateKeyBody, GeneratedKey } from '../../schemas/keys.js'
+import { ApiKey, GenerateKeyBody } from '../../schemas/keys.js'
+import { ref } from '../../schemas/ref.js'
 
 /**
  * The one /api route that needs no API key (it creates the first one); guarded by ADMIN_TOKEN when set. Without
@@ -13,11 +14,13 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/keys/generate', {
     preValidation: fastify.requireAdminToken,
     schema: {
+      operationId: 'generateKey',
       tags: ['keys'],
       summary: 'Create an organization and its API key (the key is shown only here)',
-      headers: AdminTokenHeader,
-      body: GenerateKeyBody,
-      response: { 201: GeneratedKey, ...errorResponses(400, 401, 403, 413, 415) }
+      // No API key: open when ADMIN_TOKEN is unset (the empty requirement), else X-Admin-Token.
+      security: [{}, { adminToken: [] }],
+      body: ref(GenerateKeyBody),
+      response: { 201: ref(ApiKey, { description: 'Created' }), ...errorResponses(400, 401, 403, 413, 415, 429, 503) }
     }
   }, async (request, reply) => {
     const { organization_name: name, tier = 'free' } = request.body

@@ -5,13 +5,15 @@ import { organizationOf } from '../../plugins/auth.js'
 import { tierLimit } from '../../plugins/rate-limit.js'
 import { errorResponses } from '../../schemas/errors.js'
 import { KeyInfo, RotatedKey } from '../../schemas/keys.js'
+import { ref } from '../../schemas/ref.js'
 
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/keys', {
     schema: {
+      operationId: 'getKey',
       tags: ['keys'],
       summary: 'The calling key\'s organization, tier and limit (never the key itself)',
-      response: { 200: KeyInfo, ...errorResponses(401) }
+      response: { 200: ref(KeyInfo, { description: 'The key\'s organization' }), ...errorResponses(401, 429, 503) }
     }
   }, async (request) => {
     const organization = organizationOf(request)
@@ -27,9 +29,10 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.post('/keys/rotate', {
     schema: {
+      operationId: 'rotateKey',
       tags: ['keys'],
       summary: 'Replace the calling key; the old key stops working immediately',
-      response: { 200: RotatedKey, ...errorResponses(401) }
+      response: { 200: ref(RotatedKey, { description: 'The new key (shown only here)' }), ...errorResponses(400, 401, 413, 415, 429, 503) }
     }
   }, async (request) => {
     const organization = organizationOf(request)

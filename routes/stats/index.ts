@@ -1,6 +1,10 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { Type } from 'typebox'
 import { errorResponses } from '../../schemas/errors.js'
+import { CacheStats, IngestStats } from '../../schemas/health.js'
+import { ref } from '../../schemas/ref.js'
+
+// Open when STATS_TOKEN is unset (the empty requirement), else its bearer token.
+const statsSecurity: Array<Record<string, string[]>> = [{}, { statsToken: [] }]
 
 /** Process statistics; with STATS_TOKEN set every route here needs `Authorization: Bearer <STATS_TOKEN>`. */
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
@@ -9,34 +13,21 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.get('/stats/cache', {
     schema: {
+      operationId: 'getCacheStats',
       tags: ['health'],
       summary: 'Dedup cache statistics of this process',
-      response: {
-        200: Type.Object({
-          size: Type.Integer(),
-          max_size: Type.Integer(),
-          hits: Type.Integer(),
-          misses: Type.Integer()
-        }),
-        ...errorResponses(401)
-      }
+      security: statsSecurity,
+      response: { 200: ref(CacheStats, { description: 'Cache statistics' }), ...errorResponses(401, 429) }
     }
   }, async () => fastify.dedup.stats())
 
   fastify.get('/stats/ingest', {
     schema: {
+      operationId: 'getIngestStats',
       tags: ['health'],
       summary: 'Group commit statistics of this process: shared INSERTs, the events they held, the largest',
-      response: {
-        200: Type.Object({
-          groups: Type.Integer({ description: 'shared INSERT statements written' }),
-          events: Type.Integer({ description: 'events they carried' }),
-          largest_group: Type.Integer(),
-          isolated_failures: Type.Integer({ description: 'writes that failed when retried alone after their group failed' }),
-          overloaded: Type.Integer({ description: 'writes refused with 503 overloaded because the queue was full' })
-        }),
-        ...errorResponses(401)
-      }
+      security: statsSecurity,
+      response: { 200: ref(IngestStats, { description: 'Group commit statistics' }), ...errorResponses(401, 429) }
     }
   }, async () => fastify.groupCommit.stats())
 }

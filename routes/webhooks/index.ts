@@ -15,9 +15,10 @@ import { refuseWebhookUrl } from '../../lib/webhooks/url-guard.js'
 import { organizationOf } from '../../plugins/auth.js'
 import { errorResponses } from '../../schemas/errors.js'
 import { EventParams } from '../../schemas/events.js'
+import { ref } from '../../schemas/ref.js'
 import {
-  CreateWebhookBody, DeliveriesQuery, DeliveryPage, RedeliverBody, RedeliverResult, TestResult, UpdateWebhookBody, Webhook,
-  WebhookList, WebhookParams
+  CreateWebhookBody, DeliveriesQuery, DeliveryPage, RedeliverBody, RedeliverResult, UpdateWebhookBody, Webhook,
+  WebhookList, WebhookParams, WebhookTestResult
 } from '../../schemas/webhooks.js'
 
 /** The response body; `newSecret` is shown in full (creation and rotation), otherwise the stored one is masked. */
@@ -64,9 +65,16 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/webhooks', {
     schema: {
       tags: ['webhooks'],
+      operationId: 'createWebhook',
       summary: 'Register an endpoint; the signing secret is shown in full only in this response',
-      body: CreateWebhookBody,
-      response: { 201: Webhook, ...errorResponses(400, 401, 409) }
+      body: ref(CreateWebhookBody),
+      response: {
+        201: ref(Webhook, {
+          description: 'Registered (secret in full)',
+          headers: { Location: { type: 'string', description: 'The endpoint\'s URL, /api/webhooks/{id}' } }
+        }),
+        ...errorResponses(400, 401, 409, 413, 415, 429, 503)
+      }
     }
   }, async (request, reply) => {
     await checkUrl(request.body.url)
@@ -85,11 +93,22 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   })
 
   fastify.get('/webhooks', {
-    schema: { tags: ['webhooks'], summary: 'All endpoints (secrets masked)', response: { 200: WebhookList, ...errorResponses(401) } }
+    schema: {
+      operationId: 'listWebhooks',
+      tags: ['webhooks'],
+      summary: 'All endpoints (secrets masked)',
+      response: { 200: ref(WebhookList, { description: 'The endpoints' }), ...errorResponses(401, 429, 503) }
+    }
   }, async (request) => ({ webhooks: (await listWebhooks(fastify.pg, organizationOf(request).id)).map((row) => toWebhookBody(row, box)) }))
 
   fastify.get('/webhooks/:id', {
-    schema: { tags: ['webhooks'], summary: 'One endpoint (secret masked)', params: WebhookParams, response: { 200: Webhook, ...errorResponses(400, 401, 404) } }
+    schema: {
+      operationId: 'getWebhook',
+      tags: ['webhooks'],
+      summary: 'One endpoint (secret masked)',
+      params: WebhookParams,
+      response: { 200: ref(Webhook, { description: 'The endpoint' }), ...errorResponses(400, 401, 404, 429, 503) }
+    }
   }, async (request) => {
     const row = await findWebhook(fastify.pg, organizationOf(request).id, request.params.id)
     if (!row) throw notFound(request.params.id)
@@ -99,10 +118,11 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.patch('/webhooks/:id', {
     schema: {
       tags: ['webhooks'],
+      operationId: 'updateWebhook',
       summary: 'Change url, event_types, description or enabled (re-enabling resumes deliveries)',
       params: WebhookParams,
-      body: UpdateWebhookBody,
-      response: { 200: Webhook, ...errorResponses(400, 401, 404) }
+      body: ref(UpdateWebhookBody),
+      response: { 200: ref(Webhook, { description: 'The endpoint as changed' }), ...errorResponses(400, 401, 404, 413, 415, 429, 503) }
     }
   }, async (request) => {
     if (request.body.url !== undefined) await checkUrl(request.body.url)
@@ -112,7 +132,13 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   })
 
   fastify.delete('/webhooks/:id', {
-    schema: { tags: ['webhooks'], summary: 'Remove an endpoint; its pending deliveries stop', params: WebhookParams, response: { 204: Type.Null({ description: 'Deleted' }), ...errorResponses(400, 401, 404) } }
+    schema: {
+      operationId: 'deleteWebhook',
+      tags: ['webhooks'],
+      summary: 'Remove an endpoint; its pending deliveries stop',
+      params: WebhookParams,
+      response: { 204: Type.Null({ description: 'Deleted' }), ...errorResponses(400, 401, 404, 413, 415, 429, 503) }
+    }
   }, async (request, reply) => {
     if (!await deleteWebhook(fastify.pg, organizationOf(request).id, request.params.id)) throw notFound(request.params.id)
     return reply.code(204).send(null)
@@ -121,9 +147,10 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/webhooks/:id/rotate-secret', {
     schema: {
       tags: ['webhooks'],
+      operationId: 'rotateWebhookSecret',
       summary: 'New signing secret; the old one also signs for WEBHOOK_SECRET_OVERLAP_SECONDS',
       params: WebhookParams,
-      response: { 200: Webhook, ...errorResponses(400, 401, 404) }
+      response: { 200: ref(Webhook, { description: 'The endpoint with its new secret in full' }), ...errorResponses(400, 401, 404, 413, 415, 429, 503) }
     }
   }, async (request) => {
     const secret = createWebhookSecret()
@@ -135,10 +162,11 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/webhooks/:id/deliveries', {
     schema: {
       tags: ['webhooks'],
+      operationId: 'listWebhookDeliveries',
       summary: 'Delivery attempts to this endpoint, newest first',
       params: WebhookParams,
       querystring: DeliveriesQuery,
-      response: { 200: DeliveryPage, ...errorResponses(400, 401, 404) }
+      response: { 200: ref(DeliveryPage, { description: 'A page of delivery attempts' }), ...errorResponses(400, 401, 404, 429, 503) }
     }
   }, async (request) => {
     const webhook = await findWebhook(fastify.pg, organizationOf(request).id, request.params.id)
@@ -152,9 +180,10 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/webhooks/:id/test', {
     schema: {
       tags: ['webhooks'],
+      operationId: 'testWebhook',
       summary: 'Send a webhook.test event now and return the outcome (not retried, not recorded)',
       params: WebhookParams,
-      response: { 200: TestResult, ...errorResponses(400, 401, 404) }
+      response: { 200: ref(WebhookTestResult, { description: 'How the endpoint answered' }), ...errorResponses(400, 401, 404, 413, 415, 429, 503) }
     }
   }, async (request) => {
     const webhook = await findWebhook(fastify.pg, organizationOf(request).id, request.params.id)
@@ -169,10 +198,11 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     preValidation: async (request) => { request.body ??= {} },
     schema: {
       tags: ['webhooks'],
+      operationId: 'redeliverEvent',
       summary: 'Queue the event again to every matching endpoint, or to webhook_id only',
       params: EventParams,
-      body: RedeliverBody,
-      response: { 202: RedeliverResult, ...errorResponses(400, 401, 404) }
+      body: ref(RedeliverBody),
+      response: { 202: ref(RedeliverResult, { description: 'Queued' }), ...errorResponses(400, 401, 404, 413, 415, 429, 503) }
     }
   }, async (request, reply) => {
     const organization = organizationOf(request)
