@@ -21,6 +21,29 @@ function documentRateLimitHeaders ({ schema, url, route }: { schema: FastifySche
 }
 
 /**
+ * Two corrections for code generators, throughout the document:
+ * - The validators fill in defaults before they check `required` (Ajv's useDefaults), so a property or
+ *   parameter with a default may be left out: the document says so, or generated clients would insist on it.
+ * - TypeBox enums carry no `type`; one of strings is given `type: string`, as typed languages need.
+ */
+function adjustForGenerators (node: unknown): void {
+  if (Array.isArray(node)) {
+    node.forEach(adjustForGenerators)
+    return
+  }
+  if (!isRecord(node)) return
+  const { properties, required } = node
+  if (isRecord(properties) && Array.isArray(required)) {
+    const withoutDefault = required.filter((name) => !(typeof name === 'string' && isRecord(properties[name]) && 'default' in properties[name]))
+    if (withoutDefault.length > 0) node.required = withoutDefault
+    else delete node.required
+  }
+  if (typeof node.in === 'string' && isRecord(node.schema) && 'default' in node.schema) node.required = false
+  if (Array.isArray(node.enum) && node.type === undefined && node.enum.every((value) => typeof value === 'string')) node.type = 'string'
+  Object.values(node).forEach(adjustForGenerators)
+}
+
+/**
  * OpenAPI 3 document built from the route schemas, served as /openapi.json and browsable at /docs. Named
  * schemas (schemas/components.ts, added with addSchema) appear in components.schemas under their `$id`.
  */
@@ -56,7 +79,12 @@ export default fp(async (fastify) => {
     },
     // Named schemas keep their $id as their name, instead of def-0, def-1, ...
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => typeof json.$id === 'string' ? json.$id : `def-${i}` },
-    transform: documentRateLimitHeaders
+    transform: documentRateLimitHeaders,
+    transformObject: (document) => {
+      const built = 'openapiObject' in document ? document.openapiObject : document.swaggerObject
+      adjustForGenerators(built)
+      return built
+    }
   })
   await fastify.register(swaggerUi, { routePrefix: '/docs' })
   fastify.get('/openapi.json', { schema: { hide: true }, config: { rateLimit: false } }, async () => fastify.swagger())

@@ -160,6 +160,22 @@ t.test('the answers and headers each route can give are documented', async (t) =
   t.ok(document.paths['/api/keys/generate']?.post?.responses['403'], 'tier without admin token: 403')
 })
 
+t.test('what a request may leave out (a default fills it in) is optional, and enums say their type', async (t) => {
+  const app = await buildTestApp(t)
+  const document = await fetchDocument(app)
+  const parameters = (document.paths['/api/inbox']?.get as Operation & { parameters: Array<{ name: string, required: boolean }> }).parameters
+  t.same(parameters.filter((parameter) => parameter.required).map((parameter) => parameter.name), [], 'no query parameter of the inbox is required')
+  const schemas = document.components.schemas as Record<string, { required?: string[], properties: Record<string, { enum?: unknown[], type?: string }> }>
+  t.same(schemas.LeaseBody?.required, undefined, 'limit, lease_seconds and wait_seconds have defaults')
+  t.same(schemas.EventInput?.required, ['type', 'payload'])
+  t.equal(schemas.Event?.properties.status?.type, 'string', 'a string enum has type string')
+  t.same(schemas.Event?.properties.status?.enum, ['pending', 'acknowledged', 'quarantined'])
+  // The validators still fill the defaults in: a lease without them gets 10 events for 300 s.
+  const organization = await createOrganization(app)
+  const lease = await app.inject({ method: 'POST', url: '/api/inbox/lease', headers: organization.headers, payload: {} })
+  t.equal(lease.statusCode, 200)
+})
+
 t.test('the event stream is documented as text/event-stream, its errors as JSON', async (t) => {
   const app = await buildTestApp(t)
   const document = await fetchDocument(app)
