@@ -2,10 +2,10 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { HttpError } from '@fastify/sensible'
 import { LRUCache } from 'lru-cache'
-import { createHash, timingSafeEqual } from 'node:crypto'
 import { findOrganizationByKeyHash, type Organization } from '../db/organizations.js'
 import { hashApiKey } from '../lib/api-keys.js'
 import { apiError } from '../lib/api-error.js'
+import { bearerTokenOf, tokenAccepted } from '../lib/tokens.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -28,9 +28,7 @@ declare module 'fastify' {
   }
 }
 
-const BEARER = /^Bearer\s+(\S+)\s*$/i
-
-const bearerToken = (request: FastifyRequest) => BEARER.exec(request.headers.authorization ?? '')?.[1]
+const bearerToken = (request: FastifyRequest) => bearerTokenOf(request.headers.authorization)
 
 function presentedKey (request: FastifyRequest): string | undefined {
   const header = request.headers['x-api-key']
@@ -38,18 +36,10 @@ function presentedKey (request: FastifyRequest): string | undefined {
   return bearerToken(request)
 }
 
-// Comparing digests keeps the comparison constant-time without revealing the token's length.
-function sameSecret (given: string, expected: string): boolean {
-  const digest = (text: string) => createHash('sha256').update(text).digest()
-  return timingSafeEqual(digest(given), digest(expected))
-}
-
 /** A preValidation hook that requires `expected` (when configured) as read by `given`. */
 function requireToken (expected: string | undefined, given: (request: FastifyRequest) => unknown, refusal: () => HttpError) {
   return async (request: FastifyRequest): Promise<void> => {
-    if (expected === undefined) return
-    const token = given(request)
-    if (typeof token !== 'string' || !sameSecret(token, expected)) throw refusal()
+    if (!tokenAccepted(expected, given(request))) throw refusal()
   }
 }
 

@@ -1,7 +1,10 @@
 import fp from 'fastify-plugin'
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import { STATUS_CODES } from 'node:http'
+import { errorBody } from '../lib/api-error.js'
 import type { ErrorBody } from '../schemas/errors.js'
+
+export { errorBody }
 
 // Fastify's own error codes that are the client's fault, with the code we promise instead.
 const FRAMEWORK_CODES: Record<string, string> = {
@@ -21,10 +24,6 @@ const CLIENT_DATA_SQLSTATES: Record<string, string> = {
 
 // Errors that mean the database is down or restarting rather than that the request was wrong.
 const UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', '57P01', '57P02', '57P03', '53300'])
-
-export function errorBody (statusCode: number, code: string, message: string): ErrorBody {
-  return { statusCode, error: STATUS_CODES[statusCode] ?? 'Error', code, message }
-}
 
 function snakeCase (text: string): string {
   return text.toLowerCase().replace(/[^a-z0-9]+/g, '_').replace(/^_|_$/g, '')
