@@ -14,6 +14,8 @@ export interface ClaimedDelivery {
   event_id: string
   webhook_id: string
   attempts: number
+  /** When the delivery was queued (the event's commit, or a redelivery request). */
+  queued_at: Date
   type: string
   /** The event's payload as JSON text: it goes into the request body as it is. */
   payload_json: string
@@ -88,7 +90,7 @@ export async function claimDeliveries (db: Queryable, request: ClaimRequest): Pr
            UPDATE deliveries d SET claimed_until = now() + make_interval(secs => $2)
            FROM chosen, events e, webhooks w
            WHERE d.id = chosen.id AND e.id = d.event_id AND e.created_at = d.event_created_at AND w.id = d.webhook_id
-           RETURNING d.id, d.event_id, d.webhook_id, d.attempts, e.type, e.payload::text AS payload_json, w.url, w.secret, w.previous_secret, w.previous_secret_until`,
+           RETURNING d.id, d.event_id, d.webhook_id, d.attempts, d.created_at AS queued_at, e.type, e.payload::text AS payload_json, w.url, w.secret, w.previous_secret, w.previous_secret_until`,
     values: [request.limit, request.claimSeconds, request.capacities.map(([id]) => id), request.capacities.map(([, room]) => room), request.defaultCapacity]
   })
   return rows
@@ -199,4 +201,45 @@ export async function listAttempts (db: Queryable, webhookId: string, filter: { 
      ORDER BY id DESC LIMIT $4`,
     [webhookId, filter.status, filter.beforeId, filter.limit + 1])
   return rows
+}
+
+export interface DeliveryQueueState {
+  /** Pending deliveries of enabled endpoints, counted exactly up to the count limit. */
+  pending: number
+  /** Beyond the limit: PostgreSQL's estimate of the pending index's rows (as of its last ANALYZE/VACUUM), at least the limit. */
+  estimated: boolean
+  /** Age in seconds of the oldest pending delivery of an enabled endpoint that is due; 0 when none is due. */
+  oldestDueSeconds: number
+}
+
+/**
+ * The delivery backlog, cheaply at any size (for metrics). The count stops at `countLimit` rows of the pending
+ * index (migration 008's deliveries_due_per_webhook), so a backlog of millions costs what `countLimit` rows
+ * cost; past it the index's row estimate from pg_class stands in. The oldest due delivery is found with one
+ * descent of that index per enabled endpoint (it leads with the endpoint, so a global min would read it all).
+ */
+export async function deliveryQueueState (db: Queryable, countLimit: number): Promise<DeliveryQueueState> {
+  const { rows } = await db.query<{ counted: number, index_rows: number | null, oldest_due_seconds: number | null }>({
+    name: 'delivery-queue-state',
+    text: `SELECT
+             (SELECT count(*)::int FROM (
+                SELECT 1 FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id AND w.enabled
+                WHERE d.status = 'pending' LIMIT $1) AS bounded) AS counted,
+             (SELECT reltuples::float8 FROM pg_class WHERE oid = to_regclass('deliveries_due_per_webhook')) AS index_rows,
+             (SELECT extract(epoch FROM now() - min(due.next_attempt_at))::float8
+              FROM webhooks w CROSS JOIN LATERAL (
+                SELECT d.next_attempt_at FROM deliveries d
+                WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= now()
+                ORDER BY d.next_attempt_at LIMIT 1) AS due
+              WHERE w.enabled) AS oldest_due_seconds`,
+    values: [countLimit]
+  })
+  const row = rows[0]
+  const counted = row?.counted ?? 0
+  const estimated = counted >= countLimit
+  return {
+    pending: estimated ? Math.max(countLimit, Math.round(row?.index_rows ?? 0)) : counted,
+    estimated,
+    oldestDueSeconds: Math.max(0, row?.oldest_due_seconds ?? 0)
+  }
 }

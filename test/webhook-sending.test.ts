@@ -39,12 +39,12 @@ t.test('sending refuses private addresses unless allowed, and treats redirects a
 
   receiver.respond = (_request, response) => { response.writeHead(302, { location: 'http://example.com/' }).end() }
   const redirected = await open.send(receiver.url, request)
-  t.match(redirected, { succeeded: false, responseStatus: 302, congested: false })
+  t.match(redirected, { succeeded: false, responseStatus: 302, congested: false, timedOut: false })
 
   receiver.respond = (_request, response) => { response.writeHead(503, { 'retry-after': '7' }).end() }
   t.match(await open.send(receiver.url, request), { succeeded: false, responseStatus: 503, congested: true, retryAfterSeconds: 7 })
 
   receiver.respond = () => {}
   const hung = await quick.send(receiver.url, request)
-  t.match(hung, { succeeded: false, responseStatus: null, congested: true, error: /timed out after 200 ms/ })
+  t.match(hung, { succeeded: false, responseStatus: null, congested: true, timedOut: true, error: /timed out after 200 ms/ })
 })

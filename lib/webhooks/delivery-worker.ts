@@ -7,7 +7,7 @@ import type { Notifications } from '../listener.js'
 import { EndpointLimits, type EndpointSignal } from './endpoint-limits.js'
 import { nextRetryDelayMs, parseRetrySchedule, type RetrySchedule } from './retry-schedule.js'
 import { createSecretBox, type SecretBox } from './secret-box.js'
-import { createWebhookSender, type WebhookSender } from './send.js'
+import { createWebhookSender, type SendOutcome, type WebhookSender } from './send.js'
 import { activeSecrets, signWebhook } from './signing.js'
 
 export interface DeliveryWorkerOptions {
@@ -27,7 +27,11 @@ export interface DeliveryWorkerOptions {
   pollIntervalMs: number
   /** Decrypts the stored signing secrets. */
   secrets: SecretBox
+  /** Hears of every attempt sent (not of sends cut short by stop()), with when its delivery was queued (metrics). */
+  onAttempt?: AttemptObserver | undefined
 }
+
+export type AttemptObserver = (outcome: SendOutcome, queuedAt: Date) => void
 
 // Rows one claim takes at most, and how long a woken worker lets finished sends gather before claiming their
 // room again: one claim then refills many slots instead of one per finished send.
@@ -166,6 +170,7 @@ export class DeliveryWorker {
       this.unsent.push(delivery.id)
       return NO_SIGNAL
     }
+    this.options.onAttempt?.(outcome, delivery.queued_at)
     const attempt = delivery.attempts + 1
     const delayMs = outcome.succeeded ? null : nextRetryDelayMs(this.options.schedule, attempt, outcome.retryAfterSeconds)
     if (delayMs !== null) this.dueAt(Date.now() + delayMs)
@@ -256,9 +261,10 @@ export class DeliveryWorker {
 }
 
 /** A worker configured from the service settings (used by the API process and by worker.ts). */
-export function createDeliveryWorker (config: Config, pool: Pool, notifications: Notifications, log: DeliveryWorkerOptions['log']): DeliveryWorker {
+export function createDeliveryWorker (config: Config, pool: Pool, notifications: Notifications, log: DeliveryWorkerOptions['log'], onAttempt?: AttemptObserver): DeliveryWorker {
   return new DeliveryWorker({
     pool,
+    onAttempt,
     notifications,
     log,
     schedule: parseRetrySchedule(config.WEBHOOK_RETRY_SCHEDULE),

@@ -9,6 +9,8 @@ export interface SendOutcome {
   error: string | null
   /** What kind of failure, for the endpoint's concurrency: the receiver is overloaded or unreachable. */
   congested: boolean
+  /** The receiver did not answer within the timeout (a failure too). */
+  timedOut: boolean
   durationMs: number
   /** Seconds from a Retry-After header on 429/503. */
   retryAfterSeconds: number | undefined
@@ -50,7 +52,7 @@ export function createWebhookSender (options: WebhookSenderOptions): WebhookSend
   const send = async (url: string, request: SignedRequest, signal?: AbortSignal): Promise<SendOutcome> => {
     const started = performance.now()
     const outcome = (fields: Partial<SendOutcome>): SendOutcome => ({
-      succeeded: false, responseStatus: null, error: null, congested: false, retryAfterSeconds: undefined,
+      succeeded: false, responseStatus: null, error: null, congested: false, timedOut: false, retryAfterSeconds: undefined,
       durationMs: Math.round(performance.now() - started), ...fields
     })
     const checked = checkUrlWithoutLookup(url, options.allowPrivateUrls)
@@ -87,7 +89,7 @@ export function createWebhookSender (options: WebhookSenderOptions): WebhookSend
 function describeFailure (error: unknown, timeoutMs: number, signal: AbortSignal | undefined): Partial<SendOutcome> {
   if (error instanceof RefusedAddressError) return { error: `refused: ${error.message}` }
   if (error instanceof errors.HeadersTimeoutError || error instanceof errors.BodyTimeoutError || error instanceof errors.ConnectTimeoutError) {
-    return { error: `timed out after ${timeoutMs} ms`, congested: true }
+    return { error: `timed out after ${timeoutMs} ms`, congested: true, timedOut: true }
   }
   if (signal?.aborted === true) return { error: 'aborted: worker shutting down' }
   const cause = error instanceof Error && error.cause instanceof Error ? error.cause : undefined
