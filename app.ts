@@ -6,6 +6,7 @@ import configPlugin, { trustProxyOption, type Config } from './plugins/config.js
 import errorsPlugin from './plugins/errors.js'
 import dbPlugin from './plugins/db.js'
 import notificationsPlugin from './plugins/notifications.js'
+import metricsPlugin from './plugins/metrics.js'
 import authPlugin from './plugins/auth.js'
 import rateLimitPlugin from './plugins/rate-limit.js'
 import dedupPlugin from './plugins/dedup.js'
@@ -13,6 +14,7 @@ import groupCommitPlugin from './plugins/group-commit.js'
 import docsPlugin from './plugins/docs.js'
 import healthRoutes from './routes/health/index.js'
 import statsRoutes from './routes/stats/index.js'
+import metricsRoutes from './routes/metrics/index.js'
 import keyRoutes from './routes/keys/index.js'
 import keyGenerateRoute from './routes/keys/generate.js'
 import eventRoutes from './routes/events/index.js'
@@ -66,7 +68,7 @@ class OneLinePerRequest extends LogController {
 
 /**
  * Builds the whole service. Plugins are registered explicitly (not autoloaded) so the order that matters
- * is visible here: config, errors, db, notifications (the LISTEN connection), rate limit (auth peeks at its
+ * is visible here: config, errors, db, notifications (the LISTEN connection), metrics, rate limit (auth peeks at its
  * per-address budget), auth (resolves keys, in the /api scope's onRequest, before the limiter's route hooks
  * count the request), dedup, event signals, group commit, webhook secrets, docs (must see every route), routes.
  */
@@ -108,6 +110,8 @@ export async function buildApp ({ config, databaseUrl }: AppOptions): Promise<Fa
   await app.register(notificationsPlugin, { databaseUrl })
   // Right after the pool: today's partitions must exist before the first insert.
   await app.register(retentionPlugin)
+  // Before everything that counts into it (rate limit, group commit, the worker) and every route (each gets its timer).
+  await app.register(metricsPlugin)
   await app.register(rateLimitPlugin)
   await app.register(authPlugin)
   await app.register(dedupPlugin)
@@ -119,6 +123,7 @@ export async function buildApp ({ config, databaseUrl }: AppOptions): Promise<Fa
 
   await app.register(healthRoutes)
   await app.register(statsRoutes)
+  await app.register(metricsRoutes)
   await app.register(keyGenerateRoute, { prefix: '/api' })
   await app.register(async (api) => {
     api.addHook('onRoute', (route) => {

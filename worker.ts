@@ -5,12 +5,15 @@ import { runMigrations } from './db/migrate.js'
 import { poolClientSettings, survivePoolErrors } from './db/pool.js'
 import { createListener } from './lib/listener.js'
 import { loggerOptions } from './lib/logging.js'
+import { WorkerMetrics } from './lib/metrics.js'
+import { serveMetrics, type MetricsServer } from './lib/metrics-server.js'
 import { createDeliveryWorker } from './lib/webhooks/delivery-worker.js'
 import { loadConfig } from './plugins/config.js'
 
 /**
  * `npm run worker` / `node dist/worker.js`: the webhook delivery loop as its own process, for running the API
- * with WEBHOOK_WORKER=off or adding delivery capacity. Needs DATABASE_URL (the API's database).
+ * with WEBHOOK_WORKER=off or adding delivery capacity. Needs DATABASE_URL (the API's database). With
+ * WORKER_METRICS_PORT set it serves its own /metrics on HOST.
  */
 async function main (): Promise<void> {
   const config = loadConfig(process.env, { listens: false })
@@ -32,17 +35,26 @@ async function main (): Promise<void> {
     applicationName: 'triggers-worker-listener',
     log: { warn: (details, message) => log.warn(details, message), info: (message) => log.info(message) }
   })
+  const metrics = new WorkerMetrics({ pool, notifications: listener, log })
   const worker = createDeliveryWorker(config, pool, listener, {
     info: (message) => log.info(message),
     warn: (details, message) => log.warn(details, message)
-  })
+  }, metrics.observeAttempt)
+  let metricsServer: MetricsServer | undefined
   closeWithGrace({ delay: config.WEBHOOK_TIMEOUT_MS + 5000 }, async ({ signal, err }) => {
     if (err) log.error({ err }, 'closing after an unexpected error')
     else log.info({ signal }, 'worker shutting down')
     await worker.stop()
+    // Before the pool ends: a scrape reads the queue through it.
+    await metricsServer?.close()
     await listener.close()
     await pool.end()
   })
+  // First, so a port already taken stops start-up before anything is claimed.
+  if (config.WORKER_METRICS_PORT > 0) {
+    metricsServer = await serveMetrics(metrics, { host: config.HOST, port: config.WORKER_METRICS_PORT, token: config.METRICS_TOKEN, log })
+    log.info({ host: config.HOST, port: metricsServer.port }, 'worker metrics at /metrics')
+  }
   await listener.start()
   worker.start()
   log.info('webhook worker running')

@@ -1,4 +1,6 @@
+import type { Pool } from 'pg'
 import type { Queryable } from './queryable.js'
+import { inTransaction } from './transaction.js'
 
 /** Delivery workers LISTEN here; a notification means new deliveries may be due. */
 export const DELIVERIES_CHANNEL = 'triggers_deliveries'
@@ -206,35 +208,51 @@ export async function listAttempts (db: Queryable, webhookId: string, filter: { 
 export interface DeliveryQueueState {
   /** Pending deliveries of enabled endpoints, counted exactly up to the count limit. */
   pending: number
-  /** Beyond the limit: PostgreSQL's estimate of the pending index's rows (as of its last ANALYZE/VACUUM), at least the limit. */
+  /**
+   * True past the limit: `pending` is then PostgreSQL's estimate of the pending index's entries (disabled
+   * endpoints' included), as the planner makes it, and never less than the limit.
+   */
   estimated: boolean
   /** Age in seconds of the oldest pending delivery of an enabled endpoint that is due; 0 when none is due. */
   oldestDueSeconds: number
 }
 
+// Longest the queue read may take; a scrape should fail fast rather than hang on a busy database.
+const QUEUE_STATE_TIMEOUT_MS = 5000
+
 /**
- * The delivery backlog, cheaply at any size (for metrics). The count stops at `countLimit` rows of the pending
- * index (migration 008's deliveries_due_per_webhook), so a backlog of millions costs what `countLimit` rows
- * cost; past it the index's row estimate from pg_class stands in. The oldest due delivery is found with one
- * descent of that index per enabled endpoint (it leads with the endpoint, so a global min would read it all).
+ * The delivery backlog, cheaply at any size (for metrics). The count reads at most `countLimit` entries of the
+ * pending index (migration 008's deliveries_due_per_webhook): bitmap scans are turned off for it, since the
+ * planner picks one when statistics are stale (a fresh backlog) and a bitmap scan reads the whole index before
+ * any LIMIT applies. Past the limit the index's entries are estimated the way the planner does (entries per
+ * page at the last VACUUM/ANALYZE times its pages now). The oldest due delivery takes one descent of that
+ * index per enabled endpoint (it leads with the endpoint, so a global min would read all of it).
  */
-export async function deliveryQueueState (db: Queryable, countLimit: number): Promise<DeliveryQueueState> {
-  const { rows } = await db.query<{ counted: number, index_rows: number | null, oldest_due_seconds: number | null }>({
-    name: 'delivery-queue-state',
-    text: `SELECT
-             (SELECT count(*)::int FROM (
-                SELECT 1 FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id AND w.enabled
-                WHERE d.status = 'pending' LIMIT $1) AS bounded) AS counted,
-             (SELECT reltuples::float8 FROM pg_class WHERE oid = to_regclass('deliveries_due_per_webhook')) AS index_rows,
-             (SELECT extract(epoch FROM now() - min(due.next_attempt_at))::float8
-              FROM webhooks w CROSS JOIN LATERAL (
-                SELECT d.next_attempt_at FROM deliveries d
-                WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= now()
-                ORDER BY d.next_attempt_at LIMIT 1) AS due
-              WHERE w.enabled) AS oldest_due_seconds`,
-    values: [countLimit]
+export async function deliveryQueueState (pool: Pool, countLimit: number): Promise<DeliveryQueueState> {
+  const row = await inTransaction(pool, async (client) => {
+    await client.query({
+      name: 'delivery-queue-state-settings',
+      text: 'SELECT set_config(\'enable_bitmapscan\', \'off\', true), set_config(\'statement_timeout\', $1, true)',
+      values: [String(QUEUE_STATE_TIMEOUT_MS)]
+    })
+    const { rows } = await client.query<{ counted: number, index_rows: number | null, oldest_due_seconds: number | null }>({
+      name: 'delivery-queue-state',
+      text: `SELECT
+               (SELECT count(*)::int FROM (
+                  SELECT 1 FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id AND w.enabled
+                  WHERE d.status = 'pending' LIMIT $1) AS bounded) AS counted,
+               (SELECT c.reltuples / c.relpages * (pg_relation_size(c.oid) / current_setting('block_size')::float8)
+                FROM pg_class c WHERE c.oid = to_regclass('deliveries_due_per_webhook') AND c.relpages > 0 AND c.reltuples >= 0) AS index_rows,
+               (SELECT extract(epoch FROM now() - min(due.next_attempt_at))::float8
+                FROM webhooks w CROSS JOIN LATERAL (
+                  SELECT d.next_attempt_at FROM deliveries d
+                  WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= now()
+                  ORDER BY d.next_attempt_at LIMIT 1) AS due
+                WHERE w.enabled) AS oldest_due_seconds`,
+      values: [countLimit]
+    })
+    return rows[0]
   })
-  const row = rows[0]
   const counted = row?.counted ?? 0
   const estimated = counted >= countLimit
   return {

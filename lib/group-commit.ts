@@ -21,6 +21,8 @@ export interface GroupCommitOptions {
   maxConcurrentGroups: number
   /** Called after each commit with the events it inserted (not the duplicates) and the deliveries it queued. */
   onCommitted?: (inserted: NewEvent[], outboxRows: number) => void
+  /** Called with the number of events of each group as it goes to the database (one INSERT). */
+  onGroup?: (events: number) => void
 }
 
 export interface GroupCommitStats {
@@ -210,6 +212,7 @@ export function createGroupCommit (db: Queryable, options: GroupCommitOptions): 
       totals.groups++
       totals.events += size
       totals.largest_group = Math.max(totals.largest_group, size)
+      options.onGroup?.(size)
       inFlight++
       void writeGroup(group).finally(() => {
         inFlight--

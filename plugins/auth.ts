@@ -21,8 +21,10 @@ declare module 'fastify' {
     requireOrganization: (request: FastifyRequest) => Promise<void>
     /** preValidation hook for admin-only routes; open when ADMIN_TOKEN is unset. */
     requireAdminToken: (request: FastifyRequest) => Promise<void>
-    /** preValidation hook for /stats/* (and /metrics); open when STATS_TOKEN is unset. */
+    /** preValidation hook for /stats/*; open when STATS_TOKEN is unset. */
     requireStatsToken: (request: FastifyRequest) => Promise<void>
+    /** preValidation hook for /metrics; open when METRICS_TOKEN is unset. */
+    requireMetricsToken: (request: FastifyRequest) => Promise<void>
     /** Drops an organization from this process's key cache (other processes hear it through NOTIFY). */
     forgetOrganization: (organizationId: string) => void
   }
@@ -165,4 +167,7 @@ export default fp(async (fastify) => {
 
   fastify.decorate('requireStatsToken', requireToken(fastify.config.STATS_TOKEN, bearerToken, () =>
     apiError('unauthorized', 'invalid_stats_token', 'This server requires Authorization: Bearer <STATS_TOKEN> for its statistics')))
+
+  fastify.decorate('requireMetricsToken', requireToken(fastify.config.METRICS_TOKEN, bearerToken, () =>
+    apiError('unauthorized', 'invalid_metrics_token', 'This server requires Authorization: Bearer <METRICS_TOKEN> for its metrics')))
 }, { name: 'auth', dependencies: ['db', 'config', 'notifications', 'rate-limit'] })

@@ -60,7 +60,9 @@ export const ConfigSchema = Type.Object({
   TRUST_PROXY: Type.String({ minLength: 1, default: 'false', description: 'false, a hop count, or proxy addresses/CIDRs separated by commas' }),
   EVENT_RETENTION_DAYS: Type.Integer({ minimum: 0, maximum: 36500, default: 30, description: 'days events are kept, with their deliveries and attempts (0 = forever)' }),
   DELIVERY_ATTEMPT_RETENTION_DAYS: Type.Integer({ minimum: 0, maximum: 36500, default: 0, description: 'days delivery attempts are kept when shorter than EVENT_RETENTION_DAYS (0 = as long as events)' }),
-  RETENTION_MAINTENANCE_INTERVAL_SECONDS: Type.Integer({ minimum: 10, maximum: 86400, default: 3600, description: 'how often partitions are created ahead and dropped behind' })
+  RETENTION_MAINTENANCE_INTERVAL_SECONDS: Type.Integer({ minimum: 10, maximum: 86400, default: 3600, description: 'how often partitions are created ahead and dropped behind' }),
+  METRICS_TOKEN: Type.Optional(Type.String({ minLength: 16, description: 'when set, /metrics (API and worker) needs Authorization: Bearer <METRICS_TOKEN>' })),
+  WORKER_METRICS_PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 0, description: 'port of the separate worker\'s /metrics, on HOST (0 = none)' })
 })
 
 export type Config = Static<typeof ConfigSchema>

@@ -28,6 +28,7 @@ export default fp(async (fastify) => {
     maxBytes: fastify.config.INGEST_GROUP_MAX_BYTES,
     maxQueuedEvents: fastify.config.INGEST_QUEUE_MAX_EVENTS,
     isolatedRetryConcurrency: fastify.config.INGEST_ISOLATED_RETRY_CONCURRENCY,
+    onGroup: (events) => { fastify.metrics.observeGroupSize(events) },
     onCommitted: (inserted, outboxRows) => {
       const counts = new Map<string, number>()
       for (const event of inserted) counts.set(event.organization_id, (counts.get(event.organization_id) ?? 0) + 1)
@@ -41,4 +42,4 @@ export default fp(async (fastify) => {
     await groupCommit.drain()
     await deliveriesQueued.flush()
   })
-}, { name: 'group-commit', dependencies: ['db', 'config', 'event-signals'] })
+}, { name: 'group-commit', dependencies: ['db', 'config', 'event-signals', 'metrics'] })

@@ -3,6 +3,7 @@ import rateLimit, { normalizeIP } from '@fastify/rate-limit'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { Redis } from 'ioredis'
 import { apiError } from '../lib/api-error.js'
+import { ANONYMOUS_TIER } from '../lib/metrics.js'
 import type { Config } from './config.js'
 import type { Tier } from '../schemas/keys.js'
 import { errorBody } from './errors.js'
@@ -54,7 +55,9 @@ function limitAddresses (fastify: FastifyInstance): void {
   const refuseOver = async (request: FastifyRequest, increment: boolean) => {
     const state = await limiter(request, { increment })
     if (state.isAllowed) return
-    if (increment ? state.isExceeded : state.remaining === 0) throw tooManyRequests(state.max, state.ttlInSeconds)
+    if (increment ? !state.isExceeded : state.remaining > 0) return
+    fastify.metrics.countRateLimited(ANONYMOUS_TIER)
+    throw tooManyRequests(state.max, state.ttlInSeconds)
   }
   fastify.decorate('refuseSpentAddress', (request: FastifyRequest) => refuseOver(request, false))
   fastify.addHook('onRequest', async (request) => {
@@ -96,8 +99,9 @@ export default fp(async (fastify) => {
     keyGenerator: (request) => request.organization ? `org:${request.organization.id}` : addressKey(config, request),
     allowList: (request) => requestLimit(config, request) === null,
     max: (request) => requestLimit(config, request) ?? Number.MAX_SAFE_INTEGER,
+    onExceeded: (request) => { fastify.metrics.countRateLimited(request.organization?.tier ?? ANONYMOUS_TIER) },
     errorResponseBuilder: (_request, context) =>
       errorBody(429, 'rate_limited', `Rate limit of ${context.max} requests per minute exceeded; retry in ${context.after}`)
   })
   limitAddresses(fastify)
-}, { name: 'rate-limit', dependencies: ['config'] })
+}, { name: 'rate-limit', dependencies: ['config', 'metrics'] })

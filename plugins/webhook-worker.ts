@@ -10,7 +10,7 @@ export default fp(async (fastify) => {
   const worker = createDeliveryWorker(fastify.config, fastify.pg.pool, fastify.notifications, {
     info: (message) => fastify.log.info(message),
     warn: (details, message) => fastify.log.warn(details, message)
-  })
+  }, fastify.metrics.observeAttempt)
   fastify.addHook('onReady', async () => { worker.start() })
   fastify.addHook('preClose', async () => { await worker.stop() })
-}, { name: 'webhook-worker', dependencies: ['db', 'config', 'notifications'] })
+}, { name: 'webhook-worker', dependencies: ['db', 'config', 'notifications', 'metrics'] })

@@ -30,7 +30,7 @@ export type ErrorStatus = 400 | 401 | 403 | 404 | 409 | 413 | 415 | 429 | 503
 
 const ERRORS: Record<ErrorStatus | 500, TSchemaOptions> = {
   400: { description: 'Invalid request (code validation_failed, invalid_json, invalid_cursor, ...)' },
-  401: { description: 'Missing or invalid credentials (code missing_api_key, invalid_api_key, invalid_admin_token, invalid_stats_token)' },
+  401: { description: 'Missing or invalid credentials (code missing_api_key, invalid_api_key, invalid_admin_token, invalid_stats_token, invalid_metrics_token)' },
   403: { description: 'Not allowed without the admin token (code tier_requires_admin_token)' },
   404: { description: 'Not found (code not_found, lease_not_found)' },
   409: { description: 'A per-organization cap is reached (code webhook_limit_reached)' },

@@ -10,6 +10,7 @@ import {
 } from '../../schemas/events.js'
 import { ref } from '../../schemas/ref.js'
 import { compileBodyValidator } from '../../schemas/validation.js'
+import type { IngestLabel } from '../../lib/metrics.js'
 
 const validateEventInput = compileBodyValidator<EventInput>(EventInput)
 
@@ -27,6 +28,12 @@ function checkBatchItem (item: unknown, maxDepth: number): { input: EventInput }
   if (!isStorableJson(item.payload)) return { error: 'payload contains \\u0000 or an unpaired surrogate, which PostgreSQL cannot store' }
   return { input: item }
 }
+
+/**
+ * What a single-event answer says of its event, for triggers_events_ingested_total: 201 stored, 200 a duplicate,
+ * 400/413/415 refused for its content. Other answers (401, 429, 503) never looked at the event.
+ */
+const SINGLE_EVENT_OUTCOMES = new Map<number, IngestLabel>([[201, 'accepted'], [200, 'duplicate'], [400, 'rejected'], [413, 'rejected'], [415, 'rejected']])
 
 /** What an answer says of one stored event: accepted ones tell whether webhooks matched. */
 function outcomeBody (outcome: IngestOutcome) {
@@ -51,6 +58,12 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
         200: ref(EventAccepted, { description: 'A duplicate of an earlier event (status duplicate, its event_id)' }),
         ...errorResponses(400, 401, 413, 415, 429, 503)
       }
+    },
+    // Counted from the answer, so refusals before the handler (validation, body size, media type) count too.
+    onResponse: (_request, reply, done) => {
+      const outcome = SINGLE_EVENT_OUTCOMES.get(reply.statusCode)
+      if (outcome !== undefined) fastify.metrics.countIngested(outcome)
+      done()
     }
   }, async (request, reply) => {
     const organization = organizationOf(request)
@@ -93,7 +106,12 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       results[index] = { index, ...outcomeBody(outcome) }
     })
     const count = (status: BatchItemResult['status']) => results.filter((result) => result.status === status).length
-    return { results, accepted: count('accepted'), duplicates: count('duplicate'), rejected: count('rejected') }
+    const answer = { results, accepted: count('accepted'), duplicates: count('duplicate'), rejected: count('rejected') }
+    // A batch refused as a whole (400, 413, 415) is not counted: its events were never read one by one.
+    fastify.metrics.countIngested('accepted', answer.accepted)
+    fastify.metrics.countIngested('duplicate', answer.duplicates)
+    fastify.metrics.countIngested('rejected', answer.rejected)
+    return answer
   })
 
   fastify.get('/events/:id', {

@@ -8,7 +8,7 @@ const statsSecurity: Array<Record<string, string[]>> = [{}, { statsToken: [] }]
 
 /** Process statistics; with STATS_TOKEN set every route here needs `Authorization: Bearer <STATS_TOKEN>`. */
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
-  // This plugin is encapsulated: the hook guards its routes only (and /metrics, once it is added here).
+  // This plugin is encapsulated: the hook guards its routes only (/metrics has METRICS_TOKEN, routes/metrics).
   fastify.addHook('preValidation', fastify.requireStatsToken)
 
   fastify.get('/stats/cache', {

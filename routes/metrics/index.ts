@@ -1,0 +1,34 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+import { ErrorResponse } from '../../schemas/errors.js'
+
+/**
+ * Prometheus metrics of this process. Scrapers carry no API key and must not be refused when busy, so the
+ * route is outside /api and unmetered; with METRICS_TOKEN set it needs `Authorization: Bearer <METRICS_TOKEN>`.
+ */
+const routes: FastifyPluginAsyncTypebox = async (fastify) => {
+  // This plugin is encapsulated: the hook guards /metrics only.
+  fastify.addHook('preValidation', fastify.requireMetricsToken)
+
+  fastify.get('/metrics', {
+    config: { rateLimit: false },
+    schema: {
+      operationId: 'getMetrics',
+      tags: ['health'],
+      summary: 'Metrics of this process in the Prometheus text format (see the README for the list)',
+      response: {
+        200: {
+          description: 'Prometheus text exposition format 0.0.4',
+          content: { 'text/plain': { schema: Type.String() } }
+        },
+        401: { ...ErrorResponse, description: 'METRICS_TOKEN is set and the request does not carry it (code invalid_metrics_token)' },
+        500: { ...ErrorResponse, description: 'Internal error (code internal_error)' }
+      }
+    }
+  }, async (_request, reply) => {
+    const text = await fastify.metrics.scrape()
+    return reply.type(fastify.metrics.contentType).send(text)
+  })
+}
+
+export default routes
