@@ -225,7 +225,7 @@ const QUEUE_STATE_TIMEOUT_MS = 5000
  * pending index (migration 008's deliveries_due_per_webhook): bitmap scans are turned off for it, since the
  * planner picks one when statistics are stale (a fresh backlog) and a bitmap scan reads the whole index before
  * any LIMIT applies. Past the limit the index's entries are estimated the way the planner does (entries per
- * page at the last VACUUM/ANALYZE times its pages now). The oldest due delivery takes one descent of that
+ * page at the last VACUUM/ANALYZE times its pages now), summed over its partitions (one per day, migration 010). The oldest due delivery takes one descent of that
  * index per enabled endpoint (it leads with the endpoint, so a global min would read all of it).
  */
 export async function deliveryQueueState (pool: Pool, countLimit: number): Promise<DeliveryQueueState> {
@@ -241,8 +241,9 @@ export async function deliveryQueueState (pool: Pool, countLimit: number): Promi
                (SELECT count(*)::int FROM (
                   SELECT 1 FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id AND w.enabled
                   WHERE d.status = 'pending' LIMIT $1) AS bounded) AS counted,
-               (SELECT c.reltuples / c.relpages * (pg_relation_size(c.oid) / current_setting('block_size')::float8)
-                FROM pg_class c WHERE c.oid = to_regclass('deliveries_due_per_webhook') AND c.relpages > 0 AND c.reltuples >= 0) AS index_rows,
+               (SELECT sum(c.reltuples / c.relpages * (pg_relation_size(c.oid) / current_setting('block_size')::float8))
+                FROM pg_partition_tree(to_regclass('deliveries_due_per_webhook')) AS part JOIN pg_class c ON c.oid = part.relid
+                WHERE part.isleaf AND c.relpages > 0 AND c.reltuples >= 0) AS index_rows,
                (SELECT extract(epoch FROM now() - min(due.next_attempt_at))::float8
                 FROM webhooks w CROSS JOIN LATERAL (
                   SELECT d.next_attempt_at FROM deliveries d
