@@ -66,7 +66,8 @@ export default fp(async (fastify) => {
           apiKey: { type: 'apiKey', in: 'header', name: 'X-API-Key' },
           bearer: { type: 'http', scheme: 'bearer', description: 'The same API key as a Bearer token' },
           adminToken: { type: 'apiKey', in: 'header', name: 'X-Admin-Token', description: 'ADMIN_TOKEN, on servers that set one' },
-          statsToken: { type: 'http', scheme: 'bearer', description: 'STATS_TOKEN, on servers that set one' }
+          statsToken: { type: 'http', scheme: 'bearer', description: 'STATS_TOKEN, on servers that set one' },
+          metricsToken: { type: 'http', scheme: 'bearer', description: 'METRICS_TOKEN, on servers that set one' }
         }
       },
       tags: [

@@ -6,7 +6,7 @@ import { buildTestApp, createOrganization, sendEvent } from './helpers.js'
 /** Every operation with its operationId: clients generated from the document name their methods after these. */
 const OPERATIONS: Array<[string, string, string]> = [
   ['get', '/health', 'getHealth'], ['get', '/health/ready', 'getReadiness'],
-  ['get', '/stats/cache', 'getCacheStats'], ['get', '/stats/ingest', 'getIngestStats'],
+  ['get', '/stats/cache', 'getCacheStats'], ['get', '/stats/ingest', 'getIngestStats'], ['get', '/metrics', 'getMetrics'],
   ['post', '/api/keys/generate', 'generateKey'], ['get', '/api/keys', 'getKey'], ['post', '/api/keys/rotate', 'rotateKey'],
   ['post', '/api/events', 'createEvent'], ['post', '/api/events/batch', 'createEventBatch'], ['get', '/api/events/{id}', 'getEvent'],
   ['get', '/api/inbox', 'listInbox'], ['post', '/api/events/{id}/ack', 'ackEvent'], ['post', '/api/ack/{id}', 'ackEventShort'],
@@ -25,6 +25,7 @@ const KEYLESS: Record<string, unknown[]> = {
   '/health/ready': [],
   '/stats/cache': [{}, { statsToken: [] }],
   '/stats/ingest': [{}, { statsToken: [] }],
+  '/metrics': [{}, { metricsToken: [] }],
   '/api/keys/generate': [{}, { adminToken: [] }]
 }
 
@@ -101,7 +102,7 @@ t.test('keyless routes say so with their own security; every other route needs t
   const app = await buildTestApp(t)
   const document = await fetchDocument(app)
   const schemes = Object.keys(document.components.securitySchemes ?? {}).sort()
-  t.same(schemes, ['adminToken', 'apiKey', 'bearer', 'statsToken'])
+  t.same(schemes, ['adminToken', 'apiKey', 'bearer', 'metricsToken', 'statsToken'])
   for (const { method, path, operation } of operationsOf(document)) {
     const expected = KEYLESS[path] ?? [{ apiKey: [] }, { bearer: [] }]
     t.same(operation.security, expected, `${method} ${path}`)
@@ -136,6 +137,11 @@ t.test('the answers and headers each route can give are documented', async (t) =
     }
     if (path === '/health') {
       t.same(statuses, ['200'], 'liveness answers 200 only (unmetered, no key, no database)')
+      continue
+    }
+    if (path === '/metrics') {
+      t.same(statuses, ['200', '401', '500'], 'metrics: unmetered, 401 without METRICS_TOKEN when one is set')
+      t.same(Object.keys(operation.responses['200']?.content ?? {}), ['text/plain'])
       continue
     }
     t.ok(statuses.includes('429'), `${label}: 429`)
@@ -188,7 +194,8 @@ t.test('the event stream is documented as text/event-stream, its errors as JSON'
 t.test('what routes answer to a wrong body, no key and a spent budget is what the document lists', async (t) => {
   const app = await buildTestApp(t)
   const document = await fetchDocument(app)
-  const operations = operationsOf(document).filter(({ path }) => path !== '/health')
+  // Unmetered and keyless: liveness and metrics answer whatever the budget.
+  const operations = operationsOf(document).filter(({ path }) => path !== '/health' && path !== '/metrics')
   const documents = (operation: Operation, status: number) => Object.hasOwn(operation.responses, String(status))
   for (const { method, path, operation } of operations) {
     const url = concreteUrl(path)

@@ -1,6 +1,9 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from 'typebox'
-import { ErrorResponse } from '../../schemas/errors.js'
+import { errorResponses } from '../../schemas/errors.js'
+
+// Open when METRICS_TOKEN is unset (the empty requirement), else its bearer token.
+const metricsSecurity: Array<Record<string, string[]>> = [{}, { metricsToken: [] }]
 
 /**
  * Prometheus metrics of this process. Scrapers carry no API key and must not be refused when busy, so the
@@ -16,13 +19,13 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       operationId: 'getMetrics',
       tags: ['health'],
       summary: 'Metrics of this process in the Prometheus text format (see the README for the list)',
+      security: metricsSecurity,
       response: {
         200: {
           description: 'Prometheus text exposition format 0.0.4',
           content: { 'text/plain': { schema: Type.String() } }
         },
-        401: { ...ErrorResponse, description: 'METRICS_TOKEN is set and the request does not carry it (code invalid_metrics_token)' },
-        500: { ...ErrorResponse, description: 'Internal error (code internal_error)' }
+        ...errorResponses(401)
       }
     }
   }, async (_request, reply) => {
