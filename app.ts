@@ -2,7 +2,7 @@ import Fastify, { LogController, type FastifyInstance, type FastifyReply, type F
 import sensible from '@fastify/sensible'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { randomUUID } from 'node:crypto'
-import configPlugin, { trustProxyOption, type Config } from './plugins/config.js'
+import configPlugin, { processPoolMax, trustProxyOption, type Config } from './plugins/config.js'
 import errorsPlugin from './plugins/errors.js'
 import dbPlugin from './plugins/db.js'
 import notificationsPlugin from './plugins/notifications.js'
@@ -36,6 +36,8 @@ export interface AppOptions {
   config: Config
   /** The server to use: DATABASE_URL, or the embedded server that server.ts started. */
   databaseUrl: string
+  /** False in a cluster child (server.ts): the primary ran the migrations before forking. Default true. */
+  migrate?: boolean
 }
 
 /**
@@ -72,7 +74,9 @@ class OneLinePerRequest extends LogController {
  * per-address budget), auth (resolves keys, in the /api scope's onRequest, before the limiter's route hooks
  * count the request), dedup, event signals, group commit, webhook secrets, docs (must see every route), routes.
  */
-export async function buildApp ({ config, databaseUrl }: AppOptions): Promise<FastifyInstance> {
+export async function buildApp ({ config, databaseUrl, migrate = true }: AppOptions): Promise<FastifyInstance> {
+  // LISTEN and migrations need a session of their own: DATABASE_DIRECT_URL when DATABASE_URL is a pooler.
+  const directUrl = config.DATABASE_DIRECT_URL ?? databaseUrl
   const app = Fastify({
     logger: loggerOptions(config.LOG_LEVEL),
     bodyLimit: BODY_LIMIT_BYTES,
@@ -103,11 +107,14 @@ export async function buildApp ({ config, databaseUrl }: AppOptions): Promise<Fa
   await app.register(errorsPlugin)
   await app.register(dbPlugin, {
     databaseUrl,
-    poolMax: config.DATABASE_POOL_MAX,
+    directUrl,
+    migrate,
+    poolMax: processPoolMax(config),
     connectTimeoutMs: config.DATABASE_CONNECT_TIMEOUT_MS,
-    statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS
+    statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS,
+    preparedStatements: config.DATABASE_PREPARED_STATEMENTS
   })
-  await app.register(notificationsPlugin, { databaseUrl })
+  await app.register(notificationsPlugin, { databaseUrl: directUrl })
   // Right after the pool: today's partitions must exist before the first insert.
   await app.register(retentionPlugin)
   // Before everything that counts into it (rate limit, group commit, the worker) and every route (each gets its timer).

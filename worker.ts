@@ -2,7 +2,7 @@ import closeWithGrace from 'close-with-grace'
 import pg from 'pg'
 import pino from 'pino'
 import { runMigrations } from './db/migrate.js'
-import { poolClientSettings, survivePoolErrors } from './db/pool.js'
+import { checkStatementTimeout, poolConfig, survivePoolErrors } from './db/pool.js'
 import { createListener } from './lib/listener.js'
 import { loggerOptions } from './lib/logging.js'
 import { WorkerMetrics } from './lib/metrics.js'
@@ -21,17 +21,25 @@ async function main (): Promise<void> {
   if (config.DATABASE_URL === undefined) {
     throw new Error('DATABASE_URL is required for a separate worker (for the embedded default: postgres://postgres:postgres@127.0.0.1:54329/triggers)')
   }
-  await runMigrations(config.DATABASE_URL, log)
-  const pool = new pg.Pool({
+  // LISTEN and the migrations' advisory lock need a session of their own: DATABASE_DIRECT_URL behind a pooler.
+  const directUrl = config.DATABASE_DIRECT_URL ?? config.DATABASE_URL
+  await runMigrations(directUrl, log)
+  const pool = new pg.Pool(poolConfig({
     connectionString: config.DATABASE_URL,
+    applicationName: 'triggers-worker',
     max: config.DATABASE_POOL_MAX,
-    connectionTimeoutMillis: config.DATABASE_CONNECT_TIMEOUT_MS,
-    application_name: 'triggers-worker',
-    ...poolClientSettings(config.DATABASE_STATEMENT_TIMEOUT_MS)
-  })
+    connectTimeoutMs: config.DATABASE_CONNECT_TIMEOUT_MS,
+    statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS,
+    preparedStatements: config.DATABASE_PREPARED_STATEMENTS,
+    pooled: directUrl !== config.DATABASE_URL
+  }))
   survivePoolErrors(pool, (error) => log.warn({ err: error }, 'database connection failed'))
+  if (directUrl !== config.DATABASE_URL) {
+    await checkStatementTimeout(pool, config.DATABASE_STATEMENT_TIMEOUT_MS, log)
+      .catch((error: unknown) => log.warn({ err: error }, 'could not read statement_timeout through the pooler'))
+  }
   const listener = createListener({
-    connectionString: config.DATABASE_URL,
+    connectionString: directUrl,
     applicationName: 'triggers-worker-listener',
     log: { warn: (details, message) => log.warn(details, message), info: (message) => log.info(message) }
   })

@@ -62,7 +62,10 @@ export const ConfigSchema = Type.Object({
   DELIVERY_ATTEMPT_RETENTION_DAYS: Type.Integer({ minimum: 0, maximum: 36500, default: 0, description: 'days delivery attempts are kept when shorter than EVENT_RETENTION_DAYS (0 = as long as events)' }),
   RETENTION_MAINTENANCE_INTERVAL_SECONDS: Type.Integer({ minimum: 10, maximum: 86400, default: 3600, description: 'how often partitions are created ahead and dropped behind' }),
   METRICS_TOKEN: Type.Optional(Type.String({ minLength: 16, description: 'when set, /metrics (API and worker) needs Authorization: Bearer <METRICS_TOKEN>' })),
-  WORKER_METRICS_PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 0, description: 'port of the separate worker\'s /metrics, on HOST (0 = none)' })
+  WORKER_METRICS_PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 0, description: 'port of the separate worker\'s /metrics, on HOST (0 = none)' }),
+  DATABASE_DIRECT_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://', description: 'direct connection for LISTEN, migrations and advisory locks when DATABASE_URL is a pooler' })),
+  DATABASE_PREPARED_STATEMENTS: Type.Boolean({ default: true, description: 'false: no named prepared statements (a transaction-mode pooler that does not keep them)' }),
+  WEB_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 256, default: 1, description: 'API processes sharing the port (node:cluster); DATABASE_POOL_MAX is split between them' })
 })
 
 export type Config = Static<typeof ConfigSchema>
@@ -85,6 +88,10 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, { listens = tr
     const detail = error instanceof Error ? error.message : String(error)
     throw new Error(`Invalid configuration: ${detail}`)
   }
+  if (config.DATABASE_POOL_MAX < config.WEB_CONCURRENCY) {
+    throw new Error(`Invalid configuration: DATABASE_POOL_MAX (${config.DATABASE_POOL_MAX}) is the pool budget of all ` +
+      `WEB_CONCURRENCY (${config.WEB_CONCURRENCY}) processes together and must give each at least one connection`)
+  }
   if (listens) refuseOpenKeyCreation(config)
   return config
 }
@@ -96,6 +103,11 @@ function checkRetention (config: Config): void {
   if (events > 0 && attempts > events) {
     throw new Error(`env/DELIVERY_ATTEMPT_RETENTION_DAYS (${attempts}) cannot exceed EVENT_RETENTION_DAYS (${events}): attempts expire with their events`)
   }
+}
+
+/** One process's share of DATABASE_POOL_MAX: the budget is for all WEB_CONCURRENCY processes together. */
+export function processPoolMax (config: Pick<Config, 'DATABASE_POOL_MAX' | 'WEB_CONCURRENCY'>): number {
+  return Math.floor(config.DATABASE_POOL_MAX / config.WEB_CONCURRENCY)
 }
 
 const LOOPBACK_NAMES = new Set(['localhost', 'ip6-localhost', 'ip6-loopback'])
