@@ -1,10 +1,13 @@
 import closeWithGrace from 'close-with-grace'
+import cluster from 'node:cluster'
 import type { FastifyInstance } from 'fastify'
 import pino, { type Logger } from 'pino'
 import { buildApp } from './app.js'
 import { openDatabase, type DatabaseHandle } from './db/embedded-postgres.js'
+import { runMigrations } from './db/migrate.js'
+import { startCluster, type Cluster } from './lib/cluster.js'
 import { loggerOptions } from './lib/logging.js'
-import { loadConfig, type Config } from './plugins/config.js'
+import { loadConfig, processPoolMax, type Config } from './plugins/config.js'
 
 const NAME = 'triggers-api'
 const CLOSE_DELAY_MS = 10_000
@@ -15,8 +18,13 @@ const SHUTDOWN_SIGNALS = ['SIGINT', 'SIGTERM'] as const
  */
 const SIGNAL_ECHO_MS = 1_000
 
+/** The primary of WEB_CONCURRENCY processes waits this much longer than its children, which close first. */
+const PRIMARY_EXTRA_DELAY_MS = 5_000
+
 interface Running {
   app?: FastifyInstance
+  /** In the primary of WEB_CONCURRENCY > 1 processes, instead of an app. */
+  cluster?: Cluster
   database?: DatabaseHandle
 }
 
@@ -28,15 +36,51 @@ interface Running {
 async function main (): Promise<void> {
   const config = loadConfigOrExit()
   const startupLog = pino({ ...loggerOptions(config.LOG_LEVEL), name: NAME })
+  if (cluster.isPrimary && config.WEB_CONCURRENCY > 1) {
+    await runPrimary(config, startupLog)
+    return
+  }
   const running: Running = {}
-  closeOnSignals(running, startupLog)
+  closeOnSignals(running, startupLog, CLOSE_DELAY_MS)
   try {
+    // A cluster child gets DATABASE_URL from the primary (which started the embedded server, if any, and migrated).
     running.database = await openDatabase(config, startupLog, { exitOnSignal: false })
-    running.app = await buildApp({ config, databaseUrl: running.database.url })
+    running.app = await buildApp({ config, databaseUrl: running.database.url, migrate: cluster.isPrimary })
     await running.app.listen({ port: config.PORT, host: config.HOST })
   } catch (error) {
     startupLog.fatal({ err: error }, 'start-up failed')
     await closeAll(running).catch((closeError: unknown) => startupLog.error({ err: closeError }, 'could not close after the failed start-up'))
+    process.exit(1)
+  }
+}
+
+/**
+ * WEB_CONCURRENCY > 1: this process starts the embedded PostgreSQL (unless DATABASE_URL is set) and migrates,
+ * once, then runs that many API processes on the one port (lib/cluster.ts). Only the child in slot 0 runs the
+ * in-process delivery worker. On SIGINT/SIGTERM the children close gracefully, then the database stops.
+ */
+async function runPrimary (config: Config, log: Logger): Promise<void> {
+  const running: Running = {}
+  closeOnSignals(running, log, CLOSE_DELAY_MS + PRIMARY_EXTRA_DELAY_MS)
+  try {
+    const database = await openDatabase(config, log, { exitOnSignal: false })
+    running.database = database
+    await runMigrations(config.DATABASE_DIRECT_URL ?? database.url, log)
+    if (config.REDIS_URL === undefined) {
+      log.warn({ processes: config.WEB_CONCURRENCY }, 'REDIS_URL is not set: each API process counts rate limits on its own, ' +
+        'so an organization may get up to WEB_CONCURRENCY times its budget')
+    }
+    running.cluster = startCluster({
+      processes: config.WEB_CONCURRENCY,
+      env: (slot) => ({ DATABASE_URL: database.url, WEBHOOK_WORKER: slot === 0 ? config.WEBHOOK_WORKER : 'off' }),
+      log,
+      stopTimeoutMs: CLOSE_DELAY_MS + PRIMARY_EXTRA_DELAY_MS / 2
+    })
+    await running.cluster.ready
+    log.info({ processes: config.WEB_CONCURRENCY, pool_per_process: processPoolMax(config), port: config.PORT }, 'all API processes listening')
+  } catch (error) {
+    log.fatal({ err: error }, 'start-up failed')
+    await closeAll(running).catch((closeError: unknown) => log.error({ err: closeError }, 'could not close after the failed start-up'))
     process.exit(1)
   }
 }
@@ -55,10 +99,10 @@ function loadConfigOrExit (): Config {
  * long polls get their empty answer, streams end), then the embedded PostgreSQL stops; after CLOSE_DELAY_MS the
  * process exits regardless.
  */
-function closeOnSignals (running: Running, startupLog: Logger): void {
+function closeOnSignals (running: Running, startupLog: Logger, delay: number): void {
   const log = () => running.app?.log ?? startupLog
   const closer = closeWithGrace({
-    delay: CLOSE_DELAY_MS,
+    delay,
     skip: [...SHUTDOWN_SIGNALS],
     logger: { error: (message: unknown) => log().error(message) }
   }, async ({ err }) => {
@@ -79,9 +123,10 @@ function closeOnSignals (running: Running, startupLog: Logger): void {
   for (const signal of SHUTDOWN_SIGNALS) process.on(signal, onSignal)
 }
 
-/** The app first (it still needs the database to answer what is in flight), then the embedded PostgreSQL. */
+/** The app (or the cluster's children) first: it still needs the database to answer what is in flight. */
 async function closeAll (running: Running): Promise<void> {
   await running.app?.close()
+  await running.cluster?.stop()
   await running.database?.stop()
 }
 
