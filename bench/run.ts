@@ -34,7 +34,8 @@ const PROFILE_DIR = '.data/bench-profile'
 const RESULTS_DIR = 'bench/results'
 const WEBHOOKS_PER_ORGANIZATION = 2
 const SCENARIOS = [
-  'raw', 'ingest', 'ingest+webhooks', 'ingest+webhooks+delivery', 'duplicates', 'batch', ...DELIVERY_SCENARIOS, 'delivery-backlog', 'retention-drop'
+  'raw', 'ingest', 'ingest+webhooks', 'ingest+webhooks+delivery', 'duplicates', 'batch', 'ingest-2-processes', ...DELIVERY_SCENARIOS,
+  'delivery-backlog', 'retention-drop'
 ] as const
 type ScenarioName = typeof SCENARIOS[number]
 /** Too long for every run (a million rows written, a minute of draining): only when named. */
@@ -111,6 +112,8 @@ interface HttpScenarioSpec {
   outboxPerEvent?: number
   /** Started with the measured load (not the warm-up); what it says joins the row check's line. */
   during?: () => Promise<string>
+  /** More than one (WEB_CONCURRENCY): /stats/ingest then answers for whichever process gets the request, so no events per INSERT. */
+  processes?: number
 }
 
 async function measureHttp (server: BenchServer, databaseUrl: string, spec: HttpScenarioSpec): Promise<ScenarioResult> {
@@ -122,11 +125,12 @@ async function measureHttp (server: BenchServer, databaseUrl: string, spec: Http
   await runHttpLoad(server.baseUrl, await organizationFor(`bench-warm-up-${spec.name}`), spec.scenario(), WARM_UP_SECONDS)
   const organization = await organizationFor(`bench-${spec.name}`)
   const scenario = spec.scenario()
-  const before = await ingestStats(server)
+  const perProcessStats = (spec.processes ?? 1) > 1
+  const before = perProcessStats ? undefined : await ingestStats(server)
   const alongside = spec.during?.()
   const { result: run, rssSamples } = await sampleRss(server, () => runHttpLoad(server.baseUrl, organization, scenario, DURATION_SECONDS))
   const note = await alongside
-  const after = await ingestStats(server)
+  const after = perProcessStats ? undefined : await ingestStats(server)
   const rows = await checkRows(databaseUrl, organization.id, run, spec.outboxPerEvent)
   const check = note === undefined ? rows : { ...rows, summary: `${note}; ${rows.summary}` }
   const { result } = run
@@ -139,8 +143,11 @@ async function measureHttp (server: BenchServer, databaseUrl: string, spec: Http
     p99: result.latency.p99,
     max: result.latency.max,
     non2xx: result.non2xx + result.errors,
-    peakRssMb: peakMb(rssSamples),
-    eventsPerInsert: after.groups === before.groups ? undefined : (after.events - before.events) / (after.groups - before.groups),
+    // With several processes the sampled one is the cluster's primary, which serves no request.
+    peakRssMb: perProcessStats ? undefined : peakMb(rssSamples),
+    eventsPerInsert: before === undefined || after === undefined || after.groups === before.groups
+      ? undefined
+      : (after.events - before.events) / (after.groups - before.groups),
     rowCheck: check.summary,
     rowCheckOk: check.ok
   }
@@ -207,8 +214,12 @@ async function databaseVersion (databaseUrl: string): Promise<string> {
   })
 }
 
-async function withServer<T> (databaseUrl: string, webhookWorker: 'on' | 'off', work: (server: BenchServer) => Promise<T>, cpuProfileDir?: string): Promise<T> {
-  const server = await startServer({ databaseUrl, env: serverSettings(webhookWorker), ...(cpuProfileDir === undefined ? {} : { cpuProfileDir }) })
+async function withServer<T> (
+  databaseUrl: string, webhookWorker: 'on' | 'off', work: (server: BenchServer) => Promise<T>, cpuProfileDir?: string, env: Record<string, string> = {}
+): Promise<T> {
+  const server = await startServer({
+    databaseUrl, env: { ...serverSettings(webhookWorker), ...env }, ...(cpuProfileDir === undefined ? {} : { cpuProfileDir })
+  })
   try {
     return await work(server)
   } finally {
@@ -275,6 +286,11 @@ async function runIngestScenarios (databaseUrl: string, receiverUrl: string): Pr
   const soakResult = SOAK_SECONDS > 0 ? await withServer(databaseUrl, 'off', soak) : undefined
   if (SELECTED.has('ingest+webhooks+delivery')) {
     scenarios.push(await withServer(databaseUrl, 'on', (server) => measureHttp(server, databaseUrl, withWebhooks('ingest+webhooks+delivery', server))))
+  }
+  if (SELECTED.has('ingest-2-processes')) {
+    // The same DATABASE_POOL_MAX as `ingest`, split between the two processes.
+    const spec: HttpScenarioSpec = { name: 'ingest-2-processes', scenario: singleEvents, processes: 2 }
+    scenarios.push(await withServer(databaseUrl, 'off', (server) => measureHttp(server, databaseUrl, spec), undefined, { WEB_CONCURRENCY: '2' }))
   }
   return { scenarios, soak: soakResult }
 }

@@ -106,8 +106,8 @@ export async function checkedOutAfterSettling (app: FastifyInstance): Promise<nu
  * The suite's database URL with every connection made through it named `applicationName` (the URL's
  * parameter wins over the app's own name), so a test can find, or cut, exactly its app's connections.
  */
-export function taggedDatabaseUrl (applicationName: string): string {
-  const url = new URL(databaseUrl as string)
+export function taggedDatabaseUrl (applicationName: string, base = databaseUrl as string): string {
+  const url = new URL(base)
   url.searchParams.set('application_name', applicationName)
   return url.toString()
 }
