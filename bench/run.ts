@@ -218,7 +218,10 @@ async function withServer<T> (
   databaseUrl: string, webhookWorker: 'on' | 'off', work: (server: BenchServer) => Promise<T>, cpuProfileDir?: string, env: Record<string, string> = {}
 ): Promise<T> {
   const server = await startServer({
-    databaseUrl, env: { ...serverSettings(webhookWorker), ...env }, ...(cpuProfileDir === undefined ? {} : { cpuProfileDir })
+    databaseUrl,
+    env: { ...serverSettings(webhookWorker), ...env },
+    cluster: Number(env.WEB_CONCURRENCY ?? process.env.WEB_CONCURRENCY ?? 1) > 1,
+    ...(cpuProfileDir === undefined ? {} : { cpuProfileDir })
   })
   try {
     return await work(server)

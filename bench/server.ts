@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdirSync, openSync, closeSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
+import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { freePort } from '../lib/free-port.js'
@@ -10,7 +11,10 @@ const SERVER_SCRIPT = fileURLToPath(new URL('../server.js', import.meta.url))
 const WORKER_SCRIPT = fileURLToPath(new URL('../worker.js', import.meta.url))
 /** The last worker's log (the server's goes to /dev/null); where to look when a worker exits early. */
 export const WORKER_LOG = '.data/bench-worker.log'
-const HEALTH_TIMEOUT_MS = 30_000
+const CLUSTER_LOG = '.data/bench-cluster.log'
+const ALL_LISTENING = 'all API processes listening'
+// Long enough for a cluster's primary to migrate and start its children on a busy machine.
+const HEALTH_TIMEOUT_MS = 90_000
 const STOP_TIMEOUT_MS = 15_000
 const RSS_SAMPLE_MS = 250
 
@@ -36,6 +40,11 @@ export interface ServerOptions {
   env: Record<string, string>
   /** When set, the server writes a V8 CPU profile into this folder when it exits. */
   cpuProfileDir?: string
+  /**
+   * WEB_CONCURRENCY > 1: /health answers once the first child listens, so the server's log goes to
+   * CLUSTER_LOG instead of /dev/null and start-up waits for the primary's "all API processes listening".
+   */
+  cluster?: boolean
 }
 
 function benchProcess (child: ChildProcess): BenchProcess {
@@ -54,13 +63,16 @@ export async function startServer (options: ServerOptions): Promise<BenchServer>
   const port = await freePort()
   const baseUrl = `http://127.0.0.1:${port}`
   const profiling = options.cpuProfileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfileDir}`]
+  const log = options.cluster === true ? openLog(CLUSTER_LOG) : 'ignore'
   const child = spawn(process.execPath, [...profiling, SERVER_SCRIPT], {
-    stdio: ['ignore', 'ignore', 'inherit'],
+    stdio: ['ignore', log, 'inherit'],
     env: { ...process.env, ...options.env, DATABASE_URL: options.databaseUrl, HOST: '127.0.0.1', PORT: String(port) }
   })
+  if (typeof log === 'number') closeSync(log)
   const server = { ...benchProcess(child), baseUrl }
   try {
     await waitForHealth(server)
+    if (options.cluster === true) await waitForLine(server, CLUSTER_LOG, ALL_LISTENING)
   } catch (error) {
     await server.stop()
     throw error
@@ -73,8 +85,7 @@ export async function startServer (options: ServerOptions): Promise<BenchServer>
  * own. It needs no readiness signal: the scenarios time deliveries from the first one that arrives.
  */
 export function startWorker (options: ServerOptions): BenchProcess {
-  mkdirSync('.data', { recursive: true })
-  const log = openSync(WORKER_LOG, 'w')
+  const log = openLog(WORKER_LOG)
   try {
     const child = spawn(process.execPath, [WORKER_SCRIPT], {
       stdio: ['ignore', log, 'inherit'],
@@ -84,6 +95,19 @@ export function startWorker (options: ServerOptions): BenchProcess {
   } finally {
     // The child has its own copy of the descriptor.
     closeSync(log)
+  }
+}
+
+function openLog (file: string): number {
+  mkdirSync(path.dirname(file), { recursive: true })
+  return openSync(file, 'w')
+}
+
+async function waitForLine (server: BenchServer, file: string, message: string): Promise<void> {
+  const deadline = Date.now() + HEALTH_TIMEOUT_MS
+  while (!(await readFile(file, 'utf8').catch(() => '')).includes(`"msg":"${message}"`)) {
+    if (!server.running() || Date.now() > deadline) throw new Error(`dist/server.js did not log "${message}" in time (see ${file})`)
+    await sleep(200)
   }
 }
 
