@@ -12,7 +12,7 @@ import { createWebhook, startReceiver, waitFor } from './webhook-helpers.js'
  * their application name), so the rest of the suite, sharing the server, is untouched.
  */
 async function cutConnections (applicationName: string): Promise<number> {
-  const admin = new pg.Client({ connectionString: process.env.DATABASE_URL })
+  const admin = new pg.Client({ connectionString: directUrl })
   await admin.connect()
   try {
     const { rows } = await admin.query<{ n: number }>(
@@ -23,10 +23,23 @@ async function cutConnections (applicationName: string): Promise<number> {
   }
 }
 
+/**
+ * The server itself, also when the suite runs through PgBouncer (.ci/pgbouncer.sh): a pooler's server
+ * connections carry the application name of whichever client used them last, so cutting by name there could hit
+ * other tests' clients, and the admin connection's own.
+ */
+const directUrl = process.env.DATABASE_DIRECT_URL ?? process.env.DATABASE_URL as string
+
+/** The app's pool and listening connection, both directly to the server and named, so exactly they can be cut. */
+function connectionsNamed (applicationName: string): Record<string, string> {
+  const url = taggedDatabaseUrl(applicationName, directUrl)
+  return { DATABASE_URL: url, DATABASE_DIRECT_URL: url }
+}
+
 t.test('the process survives its connections being cut, under load and again and again, and is woken by notifications after', async (t) => {
   const applicationName = `restart-test-${randomUUID()}`
   const app = await buildTestApp(t, {
-    DATABASE_URL: taggedDatabaseUrl(applicationName),
+    ...connectionsNamed(applicationName),
     WEBHOOK_WORKER: 'on',
     WEBHOOK_ALLOW_PRIVATE_URLS: 'true',
     // Far longer than the waits below: a delivery arriving in time was woken by a notification.
@@ -63,7 +76,7 @@ t.test('the process survives its connections being cut, under load and again and
 
 t.test('a connection cut while a transaction holds it between statements fails that transaction only', async (t) => {
   const applicationName = `restart-test-${randomUUID()}`
-  const app = await buildTestApp(t, { DATABASE_URL: taggedDatabaseUrl(applicationName) })
+  const app = await buildTestApp(t, connectionsNamed(applicationName))
   for (let round = 0; round < 10; round++) {
     // pg takes the pool's error listener off a checked-out client: without one of our own, this error would
     // be an uncaught exception that ends the process (and this test file).
