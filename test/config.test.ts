@@ -1,5 +1,5 @@
 import t from 'tap'
-import { loadConfig } from '../plugins/config.js'
+import { loadConfig, processPoolMax } from '../plugins/config.js'
 
 t.test('defaults are documented values', async (t) => {
   const config = loadConfig({})
@@ -29,4 +29,12 @@ t.test('an invalid value stops start-up with a message naming the setting', asyn
   for (const [env, pattern] of cases) {
     t.throws(() => loadConfig(env), { message: pattern }, JSON.stringify(env))
   }
+})
+
+t.test('DATABASE_POOL_MAX is split between WEB_CONCURRENCY processes, each getting at least one connection', async (t) => {
+  t.equal(processPoolMax(loadConfig({})), 20, 'one process: the whole pool')
+  t.equal(processPoolMax(loadConfig({ WEB_CONCURRENCY: '3', DATABASE_POOL_MAX: '20' })), 6, 'three processes: 6 each, 18 in all')
+  t.throws(() => loadConfig({ WEB_CONCURRENCY: '4', DATABASE_POOL_MAX: '3' }), { message: /DATABASE_POOL_MAX \(3\).*WEB_CONCURRENCY \(4\)/ })
+  t.throws(() => loadConfig({ DATABASE_DIRECT_URL: 'mysql://x' }), { message: /DATABASE_DIRECT_URL/ })
+  t.throws(() => loadConfig({ WEB_CONCURRENCY: '0' }), { message: /WEB_CONCURRENCY/ })
 })
