@@ -88,6 +88,10 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, { listens = tr
     const detail = error instanceof Error ? error.message : String(error)
     throw new Error(`Invalid configuration: ${detail}`)
   }
+  if (config.DATABASE_DIRECT_URL !== undefined && config.DATABASE_URL === undefined) {
+    throw new Error('Invalid configuration: DATABASE_DIRECT_URL is the direct connection beside a pooler in DATABASE_URL; ' +
+      'set DATABASE_URL too (without it the embedded PostgreSQL is used, and LISTEN and migrations would go elsewhere)')
+  }
   if (config.DATABASE_POOL_MAX < config.WEB_CONCURRENCY) {
     throw new Error(`Invalid configuration: DATABASE_POOL_MAX (${config.DATABASE_POOL_MAX}) is the pool budget of all ` +
       `WEB_CONCURRENCY (${config.WEB_CONCURRENCY}) processes together and must give each at least one connection`)

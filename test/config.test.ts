@@ -36,5 +36,6 @@ t.test('DATABASE_POOL_MAX is split between WEB_CONCURRENCY processes, each getti
   t.equal(processPoolMax(loadConfig({ WEB_CONCURRENCY: '3', DATABASE_POOL_MAX: '20' })), 6, 'three processes: 6 each, 18 in all')
   t.throws(() => loadConfig({ WEB_CONCURRENCY: '4', DATABASE_POOL_MAX: '3' }), { message: /DATABASE_POOL_MAX \(3\).*WEB_CONCURRENCY \(4\)/ })
   t.throws(() => loadConfig({ DATABASE_DIRECT_URL: 'mysql://x' }), { message: /DATABASE_DIRECT_URL/ })
+  t.throws(() => loadConfig({ DATABASE_DIRECT_URL: 'postgres://db/x' }), { message: /DATABASE_DIRECT_URL.*set DATABASE_URL too/ }, 'not without a DATABASE_URL')
   t.throws(() => loadConfig({ WEB_CONCURRENCY: '0' }), { message: /WEB_CONCURRENCY/ })
 })

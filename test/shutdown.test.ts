@@ -17,6 +17,10 @@ import type { Teardown } from './helpers.js'
 
 const databaseUrl = process.env.DATABASE_URL
 if (!databaseUrl) throw new Error('DATABASE_URL is not set: run the suite with `npm test`, which provides one')
+/** The server itself when the suite runs through PgBouncer (.ci/pgbouncer.sh), which hides sessions' ends from clients. */
+const directUrl = process.env.DATABASE_DIRECT_URL ?? databaseUrl
+/** The suite's database as the service is given it: the pooler's URL with the direct one beside it, if any. */
+const serviceDatabase: Record<string, string> = { DATABASE_URL: databaseUrl, ...(directUrl === databaseUrl ? {} : { DATABASE_DIRECT_URL: directUrl }) }
 
 interface Service {
   /** The spawned process (node, or npm), leader of its own process group. */
@@ -35,7 +39,7 @@ const EMPTY_LEASE = { lease_id: null, leased_until: null, events: [] }
  * service's settings, and waits for "Server listening". Killed, group and all, when the test ends.
  */
 async function startService (t: Teardown, command: string, args: string[], env: Record<string, string>): Promise<Service> {
-  const { DATABASE_URL: _unset, ...inherited } = process.env
+  const { DATABASE_URL: _unset, DATABASE_DIRECT_URL: _unsetDirect, ...inherited } = process.env
   const child = spawn(command, args, {
     detached: true,
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -132,7 +136,7 @@ t.test('npm start: the service stops on signals to npm, leaving no process behin
   ] as const
   for (const { name, signal, toGroup } of cases) {
     // The build has run already: --ignore-scripts skips "prestart" and runs "start" as `npm start` does.
-    const service = await startService(t, 'npm', ['start', '--ignore-scripts'], { DATABASE_URL: databaseUrl })
+    const service = await startService(t, 'npm', ['start', '--ignore-scripts'], serviceDatabase)
     if (toGroup) killGroup(service.child, signal)
     else service.child.kill(signal)
     t.equal(await service.exited, 0, `${name}: npm exits 0`)
@@ -143,14 +147,14 @@ t.test('npm start: the service stops on signals to npm, leaving no process behin
 })
 
 t.test('an error carrying its pg client is logged as one short line', async (t) => {
-  const pool = new pg.Pool({ connectionString: databaseUrl, max: 1 })
+  const pool = new pg.Pool({ connectionString: directUrl, max: 1 })
   t.teardown(() => pool.end())
   const failed = once(pool, 'error') as Promise<[Error]>
   const client = await pool.connect()
   const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')
   client.release()
   // Cut the idle client's connection from another one: pg puts the client on the error it emits.
-  const killer = new pg.Client({ connectionString: databaseUrl })
+  const killer = new pg.Client({ connectionString: directUrl })
   await killer.connect()
   await killer.query('SELECT pg_terminate_backend($1)', [rows[0]?.pid])
   await killer.end()
