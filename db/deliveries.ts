@@ -14,6 +14,8 @@ export async function notifyDeliveriesQueued (db: Queryable): Promise<void> {
 export interface ClaimedDelivery {
   id: string
   event_id: string
+  /** The event's creation time, the day partitions' key, as PostgreSQL's text (a Date would drop its microseconds). */
+  event_created_at: string
   webhook_id: string
   attempts: number
   /** When the delivery was queued (the event's commit, or a redelivery request). */
@@ -31,6 +33,8 @@ export interface ClaimedDelivery {
 export interface AttemptOutcome {
   delivery_id: string
   event_id: string
+  /** As claimed: with the ids, it finds the rows in their day partitions. */
+  event_created_at: string
   attempt: number
   succeeded: boolean
   response_status: number | null
@@ -75,10 +79,10 @@ export async function claimDeliveries (db: Queryable, request: ClaimRequest): Pr
     text: `WITH capacity AS (
              SELECT * FROM unnest($3::uuid[], $4::int[]) AS c (webhook_id, room)
            ), due AS (
-             SELECT d.id, row_number() OVER (PARTITION BY d.webhook_id ORDER BY d.next_attempt_at) AS turn, d.next_attempt_at
+             SELECT d.id, d.event_created_at, row_number() OVER (PARTITION BY d.webhook_id ORDER BY d.next_attempt_at) AS turn, d.next_attempt_at
              FROM webhooks w
              CROSS JOIN LATERAL (
-               SELECT d.id, d.webhook_id, d.next_attempt_at FROM deliveries d
+               SELECT d.id, d.event_created_at, d.webhook_id, d.next_attempt_at FROM deliveries d
                WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= now()
                  AND (d.claimed_until IS NULL OR d.claimed_until < now())
                ORDER BY d.next_attempt_at
@@ -87,12 +91,20 @@ export async function claimDeliveries (db: Queryable, request: ClaimRequest): Pr
              ) d
              WHERE w.enabled
            ), chosen AS (
-             SELECT id FROM due ORDER BY turn, next_attempt_at LIMIT $1
+             SELECT id, event_created_at FROM due ORDER BY turn, next_attempt_at LIMIT $1
+           ), claimed AS (
+             UPDATE deliveries d SET claimed_until = now() + make_interval(secs => $2)
+             FROM chosen WHERE d.id = chosen.id AND d.event_created_at = chosen.event_created_at
+             RETURNING d.id, d.event_id, d.event_created_at, d.webhook_id, d.attempts, d.created_at
            )
-           UPDATE deliveries d SET claimed_until = now() + make_interval(secs => $2)
-           FROM chosen, events e, webhooks w
-           WHERE d.id = chosen.id AND e.id = d.event_id AND e.created_at = d.event_created_at AND w.id = d.webhook_id
-           RETURNING d.id, d.event_id, d.webhook_id, d.attempts, d.created_at AS queued_at, e.type, e.payload::text AS payload_json, w.url, w.secret, w.previous_secret, w.previous_secret_until`,
+           -- Each event looked up by its full key (id and day partition), row by row: a join left to the planner
+           -- scanned whole day partitions while their statistics were missing (partitioned parents are never
+           -- analyzed by autovacuum).
+           SELECT c.id, c.event_id, c.event_created_at::text AS event_created_at, c.webhook_id, c.attempts, c.created_at AS queued_at,
+                  e.type, e.payload::text AS payload_json, w.url, w.secret, w.previous_secret, w.previous_secret_until
+           FROM claimed c
+           CROSS JOIN LATERAL (SELECT e.type, e.payload FROM events e WHERE e.id = c.event_id AND e.created_at = c.event_created_at) e
+           JOIN webhooks w ON w.id = c.webhook_id`,
     values: [request.limit, request.claimSeconds, request.capacities.map(([id]) => id), request.capacities.map(([, room]) => room), request.defaultCapacity]
   })
   return rows
@@ -113,14 +125,19 @@ export async function releaseClaims (db: Queryable, ids: string[]): Promise<void
  * the first and then sees its result); events still being retried are not locked.
  */
 export async function recordAttempts (db: Queryable, outcomes: AttemptOutcome[], disableAfterFailures: number): Promise<void> {
-  const finishedEvents = [...new Set(outcomes.filter((outcome) => outcome.next_attempt_at === null).map((outcome) => outcome.event_id))]
-  if (finishedEvents.length > 0) {
-    await db.query({ name: 'lock-finished-events', text: 'SELECT 1 FROM events WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE', values: [finishedEvents] })
+  const finishedEvents = new Map(outcomes.filter((outcome) => outcome.next_attempt_at === null).map((outcome) => [outcome.event_id, outcome.event_created_at]))
+  if (finishedEvents.size > 0) {
+    await db.query({
+      name: 'lock-finished-events',
+      text: `SELECT 1 FROM events e JOIN unnest($1::uuid[], $2::timestamptz[]) AS f (id, created_at) ON e.id = f.id AND e.created_at = f.created_at
+             ORDER BY e.id FOR NO KEY UPDATE OF e`,
+      values: [[...finishedEvents.keys()], [...finishedEvents.values()]]
+    })
   }
   await db.query({
     name: 'record-attempts',
     text: `WITH outcome AS (
-             SELECT * FROM jsonb_to_recordset($1::jsonb) AS o (delivery_id uuid, attempt int, succeeded boolean, response_status int,
+             SELECT * FROM jsonb_to_recordset($1::jsonb) AS o (delivery_id uuid, event_created_at timestamptz, attempt int, succeeded boolean, response_status int,
                error text, duration_ms int, attempted_at timestamptz, next_attempt_at timestamptz)
            ), updated AS (
              UPDATE deliveries d SET attempts = o.attempt, claimed_until = NULL,
@@ -128,7 +145,7 @@ export async function recordAttempts (db: Queryable, outcomes: AttemptOutcome[],
                next_attempt_at = coalesce(o.next_attempt_at, d.next_attempt_at)
              FROM outcome o
              -- A delivery deleted with its webhook meanwhile has nothing left to record.
-             WHERE d.id = o.delivery_id AND d.status = 'pending'
+             WHERE d.id = o.delivery_id AND d.event_created_at = o.event_created_at AND d.status = 'pending'
              RETURNING d.id, d.event_id, d.event_created_at, d.webhook_id, d.status
            ), logged AS (
              INSERT INTO delivery_attempts (delivery_id, webhook_id, event_id, event_created_at, attempt, status, response_status, error, duration_ms, attempted_at, next_attempt_at)
@@ -138,7 +155,7 @@ export async function recordAttempts (db: Queryable, outcomes: AttemptOutcome[],
              -- Attempts of events whose attempt log has expired (DELIVERY_ATTEMPT_RETENTION_DAYS) have no partition left.
              WHERE u.event_created_at >= (SELECT attempts_from FROM retention_horizon)
            ), finished AS (
-             SELECT u.webhook_id, u.event_id, o.succeeded, o.attempted_at,
+             SELECT u.webhook_id, u.event_id, u.event_created_at, o.succeeded, o.attempted_at,
                     max(o.attempted_at) FILTER (WHERE o.succeeded) OVER (PARTITION BY u.webhook_id) AS last_success
              FROM updated u JOIN outcome o ON o.delivery_id = u.id
              WHERE u.status <> 'pending'
@@ -161,16 +178,16 @@ export async function recordAttempts (db: Queryable, outcomes: AttemptOutcome[],
            ), event_states AS (
              -- Each endpoint's latest delivery decides; this statement's own updates are not visible to its reads,
              -- so they are laid over the rows read.
-             SELECT latest.event_id,
+             SELECT latest.event_id, latest.event_created_at,
                     CASE WHEN bool_or(state = 'failed') THEN 'failed' WHEN bool_or(state = 'pending') THEN 'pending' ELSE 'delivered' END AS state
-             FROM (SELECT DISTINCT ON (d.event_id, d.webhook_id) d.event_id, coalesce(u.status, d.status) AS state
+             FROM (SELECT DISTINCT ON (d.event_id, d.webhook_id) d.event_id, d.event_created_at, coalesce(u.status, d.status) AS state
                    FROM deliveries d LEFT JOIN updated u ON u.id = d.id
-                   WHERE d.event_id IN (SELECT event_id FROM finished)
+                   WHERE (d.event_id, d.event_created_at) IN (SELECT event_id, event_created_at FROM finished)
                    ORDER BY d.event_id, d.webhook_id, d.created_at DESC) AS latest
-             GROUP BY latest.event_id
+             GROUP BY latest.event_id, latest.event_created_at
            )
            UPDATE events e SET delivery_status = s.state FROM event_states s
-           WHERE e.id = s.event_id AND e.delivery_status <> s.state`,
+           WHERE e.id = s.event_id AND e.created_at = s.event_created_at AND e.delivery_status <> s.state`,
     values: [JSON.stringify(outcomes), disableAfterFailures]
   })
 }

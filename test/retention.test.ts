@@ -72,10 +72,12 @@ async function addWebhook (db: pg.Pool, organization: TestOrganization): Promise
 
 /** One failed attempt, with a retry, for each pending delivery of the events, recorded as the worker does. */
 async function recordFailedAttempts (db: pg.Pool, eventIds: string[]): Promise<void> {
-  const { rows } = await db.query<{ id: string, event_id: string }>('SELECT id, event_id FROM deliveries WHERE event_id = ANY($1::uuid[])', [eventIds])
+  const { rows } = await db.query<{ id: string, event_id: string, event_created_at: string }>(
+    'SELECT id, event_id, event_created_at::text FROM deliveries WHERE event_id = ANY($1::uuid[])', [eventIds])
   const outcomes: AttemptOutcome[] = rows.map((row) => ({
     delivery_id: row.id,
     event_id: row.event_id,
+    event_created_at: row.event_created_at,
     attempt: 1,
     succeeded: false,
     response_status: 500,

@@ -177,6 +177,7 @@ export class DeliveryWorker {
     this.addOutcome({
       delivery_id: delivery.id,
       event_id: delivery.event_id,
+      event_created_at: delivery.event_created_at,
       attempt,
       succeeded: outcome.succeeded,
       response_status: outcome.responseStatus,
