@@ -33,6 +33,8 @@ printf '"%s" ""\n' "$PG_USER" > "$dir/userlist.txt"
 cat > "$dir/pgbouncer.ini" <<INI
 [databases]
 $DATABASE = host=$PG_HOST port=$PG_PORT dbname=$DATABASE
+; Any other database (tests create databases of their own) on the same server, under its own name.
+* = host=$PG_HOST port=$PG_PORT
 
 [pgbouncer]
 listen_addr = 127.0.0.1

@@ -20,6 +20,18 @@ export const TEST_ADMIN_TOKEN = 'test-admin-token-0123456789abcdef'
  */
 export const TEST_SECRET_KEYS = [`test-a:${Buffer.alloc(32, 'a').toString('base64')}`, `test-b:${Buffer.alloc(32, 'b').toString('base64')}`]
 
+/**
+ * `url`'s database on the direct server when the suite runs through a pooler (DATABASE_DIRECT_URL), else `url`:
+ * a test's own database needs its migrations, LISTEN and CREATE/DROP DATABASE there, not on the suite's database.
+ */
+export function directDatabaseUrl (url: string): string {
+  const direct = process.env.DATABASE_DIRECT_URL
+  if (direct === undefined || direct === '') return url
+  const onDirect = new URL(direct)
+  onDirect.pathname = new URL(url).pathname
+  return onDirect.toString()
+}
+
 /** Settings for a test app: quiet logs, limits out of the way, its own Redis key space. */
 export function testConfig (overrides: Record<string, string> = {}): Config {
   return loadConfig({
@@ -32,7 +44,11 @@ export function testConfig (overrides: Record<string, string> = {}): Config {
     REDIS_KEY_PREFIX: `test:${randomUUID()}:`,
     // Only the webhook delivery tests run workers, so no other test's app sends their deliveries.
     WEBHOOK_WORKER: 'off',
-    ...overrides
+    ...overrides,
+    // An app on a database of the test's own reaches that database directly too.
+    ...(overrides.DATABASE_URL !== undefined && overrides.DATABASE_DIRECT_URL === undefined && process.env.DATABASE_DIRECT_URL
+      ? { DATABASE_DIRECT_URL: directDatabaseUrl(overrides.DATABASE_URL) }
+      : {})
   })
 }
 

@@ -11,7 +11,7 @@ import { deliveryQueueState } from '../db/deliveries.js'
 import { freePort } from '../lib/free-port.js'
 import { WorkerMetrics } from '../lib/metrics.js'
 import { serveMetrics } from '../lib/metrics-server.js'
-import { buildTestApp, checkedOutAfterSettling, createOrganization, sendEvent, testConfig, type Teardown } from './helpers.js'
+import { buildTestApp, checkedOutAfterSettling, createOrganization, directDatabaseUrl, sendEvent, testConfig, type Teardown } from './helpers.js'
 import { createWebhook, startReceiver, waitFor } from './webhook-helpers.js'
 
 const METRICS_TOKEN = 'metrics-token-for-tests-0123456789'
@@ -49,7 +49,7 @@ async function scrape (app: FastifyInstance, headers: Record<string, string> = {
 async function ownDatabase (t: Teardown): Promise<string> {
   const suiteUrl = process.env.DATABASE_URL as string
   const name = `metrics_${randomUUID().replaceAll('-', '')}`
-  const admin = new pg.Client({ connectionString: suiteUrl })
+  const admin = new pg.Client({ connectionString: directDatabaseUrl(suiteUrl) })
   await admin.connect()
   try {
     await admin.query(`CREATE DATABASE ${name}`)
@@ -57,7 +57,7 @@ async function ownDatabase (t: Teardown): Promise<string> {
     await admin.end()
   }
   t.teardown(async () => {
-    const dropper = new pg.Client({ connectionString: suiteUrl })
+    const dropper = new pg.Client({ connectionString: directDatabaseUrl(suiteUrl) })
     await dropper.connect()
     try {
       await dropper.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
@@ -330,6 +330,7 @@ t.test('a separate worker serves its attempts, latency and queue on WORKER_METRI
       env: {
         ...process.env,
         DATABASE_URL: app.config.DATABASE_URL,
+        DATABASE_DIRECT_URL: app.config.DATABASE_DIRECT_URL ?? '',
         WEBHOOK_SECRET_KEYS: app.config.WEBHOOK_SECRET_KEYS,
         WEBHOOK_ALLOW_PRIVATE_URLS: 'true',
         WEBHOOK_RETRY_SCHEDULE: '0',

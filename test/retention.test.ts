@@ -12,7 +12,7 @@ import type { Queryable } from '../db/queryable.js'
 import { inTransaction } from '../db/transaction.js'
 import { expiredPartitions, keptFrom, maintainPartitions, partitionEnd, type RetentionSettings } from '../lib/retention.js'
 import { loadConfig } from '../plugins/config.js'
-import { buildTestApp, createOrganization, sendEvent, type Teardown, type TestOrganization } from './helpers.js'
+import { buildTestApp, createOrganization, directDatabaseUrl, sendEvent, type Teardown, type TestOrganization } from './helpers.js'
 
 const DAY_MS = 86_400_000
 const quiet = { info: () => {} }
@@ -31,19 +31,19 @@ function scope (t: Teardown): Teardown {
 /** A database of its own on the suite's server (its clock is moved, its partitions dropped), dropped after the test. */
 async function freshDatabase (t: Teardown, migrate = true): Promise<string> {
   const name = `retention_${randomUUID().replaceAll('-', '')}`
-  const admin = new pg.Client({ connectionString: process.env.DATABASE_URL })
+  const admin = new pg.Client({ connectionString: directDatabaseUrl(process.env.DATABASE_URL as string) })
   await admin.connect()
   await admin.query(`CREATE DATABASE ${name}`)
   await admin.end()
   t.teardown(async () => {
-    const client = new pg.Client({ connectionString: process.env.DATABASE_URL })
+    const client = new pg.Client({ connectionString: directDatabaseUrl(process.env.DATABASE_URL as string) })
     await client.connect()
     await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
     await client.end()
   })
   const url = new URL(process.env.DATABASE_URL as string)
   url.pathname = `/${name}`
-  if (migrate) await runMigrations(url.toString(), quiet)
+  if (migrate) await runMigrations(directDatabaseUrl(url.toString()), quiet)
   return url.toString()
 }
 
@@ -342,7 +342,7 @@ t.test('migrating unpartitioned tables keeps every row, id, sequence and dedup_i
   const before = await snapshot()
   const maxSeq = before.events.reduce((max, row: { seq: string }) => Math.max(max, Number(row.seq)), 0)
 
-  await runMigrations(url, quiet)
+  await runMigrations(directDatabaseUrl(url), quiet)
   const after = await snapshot()
   t.equal(after.events.length, 3000)
   t.same(after, before, 'every event, delivery and attempt is kept with its ids, seq, created_at and txid')
