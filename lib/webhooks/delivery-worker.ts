@@ -37,12 +37,9 @@ export type AttemptObserver = (outcome: SendOutcome, queuedAt: Date) => void
 // room again: one claim then refills many slots instead of one per finished send.
 const MAX_CLAIM = 500
 const CLAIM_GATHER_MS = 2
-// Finished attempts are recorded together: at this many, or this long after the first of a batch. A recording
-// takes ~6 ms whatever its size (round trips, the commit, the statement opening every day partition: with 35
-// of them, 25 rows took 6.6 ms and 250 took 13.7), so waiting 25 ms rather than 5 makes a busy worker's batches
-// several times larger. Receivers do not wait for it; only the attempt log and statuses show up those ms later.
+// Finished attempts are recorded together: at this many, or this long after the first of a batch.
 const RECORD_BATCH = 250
-const RECORD_DELAY_MS = 25
+const RECORD_DELAY_MS = 5
 // A recording that collides with another worker's (deadlock, serialization) is tried again this often.
 const RECORD_TRIES = 3
 // Timers and the database's clock may disagree by a millisecond: wake a little after a retry's due time.
