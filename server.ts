@@ -7,7 +7,7 @@ import { openDatabase, type DatabaseHandle } from './db/embedded-postgres.js'
 import { runMigrations } from './db/migrate.js'
 import { startCluster, type Cluster } from './lib/cluster.js'
 import { loggerOptions } from './lib/logging.js'
-import { loadConfig, processPoolMax, type Config } from './plugins/config.js'
+import { loadConfig, processPoolMax, type Config } from './lib/config.js'
 
 const NAME = 'triggers-api'
 const CLOSE_DELAY_MS = 10_000

@@ -3,12 +3,12 @@ import pg from 'pg'
 import pino from 'pino'
 import { runMigrations } from './db/migrate.js'
 import { checkStatementTimeout, poolConfig, survivePoolErrors } from './db/pool.js'
-import { createListener } from './lib/listener.js'
+import { createListener } from './lib/wake-ups/listener.js'
 import { loggerOptions } from './lib/logging.js'
 import { WorkerMetrics } from './lib/metrics.js'
 import { serveMetrics, type MetricsServer } from './lib/metrics-server.js'
 import { createDeliveryWorker } from './lib/webhooks/delivery-worker.js'
-import { loadConfig } from './plugins/config.js'
+import { loadConfig } from './lib/config.js'
 
 /**
  * `npm run worker` / `node dist/worker.js`: the webhook delivery loop as its own process, for running the API

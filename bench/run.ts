@@ -1,6 +1,6 @@
 import pino from 'pino'
 import { openDatabase } from '../db/embedded-postgres.js'
-import { ConfigSchema } from '../plugins/config.js'
+import { ConfigSchema } from '../lib/config.js'
 import { topFrames } from './cpu-profile.js'
 import { withClient } from './database.js'
 import { describeBacklog, measureBacklog } from './delivery-backlog.js'

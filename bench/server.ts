@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { freePort } from '../lib/free-port.js'
+import { freePort } from '../test/support/free-port.js'
 
 const SERVER_SCRIPT = fileURLToPath(new URL('../server.js', import.meta.url))
 const WORKER_SCRIPT = fileURLToPath(new URL('../worker.js', import.meta.url))

@@ -1,5 +1,5 @@
 import path from 'node:path'
-import { freePort } from '../lib/free-port.js'
+import { freePort } from '../test/support/free-port.js'
 import { logOffset, logSince, ManagedProcess, SERVER_SCRIPT, WORKER_SCRIPT } from './processes.js'
 import { waitUntil } from './wait.js'
 import {

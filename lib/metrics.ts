@@ -2,7 +2,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { Pool } from 'pg'
 import { deliveryQueueState, type DeliveryQueueState } from '../db/deliveries.js'
 import type { Tier } from '../schemas/keys.js'
-import type { Notifications } from './listener.js'
+import type { Notifications } from './wake-ups/listener.js'
 import type { AttemptObserver } from './webhooks/delivery-worker.js'
 
 /**

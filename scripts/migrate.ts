@@ -1,7 +1,7 @@
 import pino from 'pino'
 import { openDatabase } from '../db/embedded-postgres.js'
 import { runMigrations } from '../db/migrate.js'
-import { loadConfig } from '../plugins/config.js'
+import { loadConfig } from '../lib/config.js'
 
 // `npm run migrate`: applies pending migrations to DATABASE_DIRECT_URL, DATABASE_URL or the embedded server, and
 // exits. Not through a transaction-mode pooler: node-pg-migrate holds a session-level advisory lock.

@@ -1,0 +1,79 @@
+import fp from 'fastify-plugin'
+import type { Queryable } from '../../db/queryable.js'
+import { clearExpiredPreviousSecrets, listSecretsNotSealedWith, replaceStoredSecrets, type StoredSecrets } from '../../db/webhooks.js'
+import { createSecretBox, type SecretBox } from '../../lib/webhooks/secret-box.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Seals webhook secrets for storage and opens them for signing (WEBHOOK_SECRET_KEYS). */
+    webhookSecrets: SecretBox
+  }
+}
+
+// Overlaps last hours; clearing a minute late keeps the sweep to one cheap statement a minute per process.
+const SWEEP_INTERVAL_MS = 60_000
+const RESEAL_BATCH = 500
+
+/** The row's secrets decrypted, or undefined when one was encrypted with a key that is not configured. */
+function openAll (box: SecretBox, row: StoredSecrets): StoredSecrets | undefined {
+  try {
+    return { id: row.id, secret: box.open(row.secret), previous_secret: row.previous_secret === null ? null : box.open(row.previous_secret) }
+  } catch {
+    return undefined
+  }
+}
+
+/** Re-encrypts every secret not sealed with the current key; returns how many rows changed and how many could not be read. */
+export async function resealWebhookSecrets (db: Queryable, box: SecretBox): Promise<{ resealed: number, unreadable: number }> {
+  const totals = { resealed: 0, unreadable: 0 }
+  if (box.currentPrefix === undefined) return totals
+  let afterId: string | null = null
+  for (;;) {
+    const rows: StoredSecrets[] = await listSecretsNotSealedWith(db, box.currentPrefix, afterId, RESEAL_BATCH)
+    const before: StoredSecrets[] = []
+    const after: StoredSecrets[] = []
+    for (const row of rows) {
+      const plain = openAll(box, row)
+      if (plain === undefined) {
+        totals.unreadable++
+        continue
+      }
+      before.push(row)
+      after.push({ id: row.id, secret: box.seal(plain.secret), previous_secret: plain.previous_secret === null ? null : box.seal(plain.previous_secret) })
+    }
+    if (after.length > 0) totals.resealed += await replaceStoredSecrets(db, before, after)
+    if (rows.length < RESEAL_BATCH) return totals
+    afterId = rows.at(-1)?.id ?? null
+  }
+}
+
+/**
+ * Webhook secrets at rest: decorates the secret box, and keeps stored secrets tidy in the background. Keys only
+ * change with a restart, so secrets stored under an older key (or in plain text) are re-encrypted once after
+ * start-up; previous secrets whose overlap has ended are cleared every minute. Several instances may do both
+ * at once: each row is replaced only if it still holds what was read.
+ */
+export default fp(async (fastify) => {
+  fastify.decorate('webhookSecrets', createSecretBox(fastify.config.WEBHOOK_SECRET_KEYS))
+  let timer: NodeJS.Timeout | undefined
+  let running: Promise<void> = Promise.resolve()
+  const inBackground = (what: string, work: () => Promise<void>) => {
+    running = running.then(work).catch((error: unknown) => fastify.log.warn({ err: error }, `could not ${what}`))
+  }
+
+  fastify.addHook('onReady', async () => {
+    inBackground('re-encrypt webhook secrets', async () => {
+      const { resealed, unreadable } = await resealWebhookSecrets(fastify.pg, fastify.webhookSecrets)
+      if (resealed > 0) fastify.log.info({ resealed }, 'webhook secrets re-encrypted with the first key of WEBHOOK_SECRET_KEYS')
+      if (unreadable > 0) fastify.log.error({ unreadable }, 'webhook secrets encrypted with a key missing from WEBHOOK_SECRET_KEYS; their endpoints cannot be signed')
+    })
+    const sweep = () => inBackground('clear expired previous webhook secrets', async () => { await clearExpiredPreviousSecrets(fastify.pg) })
+    sweep()
+    timer = setInterval(sweep, SWEEP_INTERVAL_MS).unref()
+  })
+  // Registered after the pool: runs before it closes, so a sweep under way finishes first.
+  fastify.addHook('onClose', async () => {
+    clearInterval(timer)
+    await running
+  })
+}, { name: 'webhook-secrets', dependencies: ['db', 'config'] })

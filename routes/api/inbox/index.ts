@@ -1,0 +1,103 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyRequest } from 'fastify'
+import { acknowledgeEvents, listEvents, quarantineExhausted, type InboxFilter, type InboxPosition } from '../../../db/events.js'
+import { apiError } from '../../../lib/api-error.js'
+import { normalizeIds, toEventBody } from '../../../lib/events.js'
+import { organizationOf } from '../../../plugins/app/auth.js'
+import { errorResponses } from '../../../schemas/errors.js'
+import { Acknowledged, BulkAckBody, BulkAckResult, EventParams, InboxPage, InboxQuery } from '../../../schemas/events.js'
+import { ref } from '../../../schemas/ref.js'
+
+// Cursors are opaque to clients; inside they are the last event's position "<txid>.<seq>", base64url-encoded.
+const encodeCursor = (position: InboxPosition) => Buffer.from(`${position.txid}.${position.seq}`).toString('base64url')
+
+const START: InboxPosition = { txid: '0', seq: '0' }
+const MAX_TXID = 2n ** 64n - 1n
+const MAX_SEQ = 2n ** 63n - 1n
+
+/**
+ * A cursor that does not parse or is out of range is the client's error. A bare seq is a cursor from before
+ * cursors held the transaction id: every event of that time has txid 0, so it keeps its place.
+ */
+function decodeCursor (cursor: string | undefined): InboxPosition {
+  if (cursor === undefined) return START
+  const match = /^(?:(\d{1,20})\.)?(\d{1,19})$/.exec(Buffer.from(cursor, 'base64url').toString())
+  const txid = match?.[1] ?? '0'
+  const seq = match?.[2]
+  if (seq === undefined || BigInt(txid) > MAX_TXID || BigInt(seq) > MAX_SEQ) {
+    throw apiError('badRequest', 'invalid_cursor', 'cursor is not a next_cursor value from this API')
+  }
+  return { txid: BigInt(txid).toString(), seq: BigInt(seq).toString() }
+}
+
+function inboxFilter (query: InboxQuery): InboxFilter {
+  return {
+    status: query.status === 'all' ? null : query.status,
+    deliveryStatus: query.delivery_status ?? null,
+    type: query.type ?? null,
+    since: query.since ?? null,
+    after: decodeCursor(query.cursor),
+    limit: query.limit
+  }
+}
+
+const ackOneSchema = {
+  tags: ['inbox'],
+  summary: 'Acknowledge one event (idempotent)',
+  params: EventParams,
+  response: { 200: ref(Acknowledged, { description: 'Acknowledged (now or before)' }), ...errorResponses(400, 401, 404, 413, 415, 429, 503) }
+}
+
+const routes: FastifyPluginAsyncTypebox = async (fastify) => {
+  fastify.get('/inbox', {
+    schema: {
+      operationId: 'listInbox',
+      tags: ['inbox'],
+      summary: 'List events in commit order; page (or tail) with next_cursor, which never skips an event',
+      querystring: InboxQuery,
+      response: { 200: ref(InboxPage, { description: 'A page of events' }), ...errorResponses(400, 401, 429, 503) }
+    }
+  }, async (request) => {
+    const filter = inboxFilter(request.query)
+    const organizationId = organizationOf(request).id
+    // Expired last leases become visible as quarantined before anything that could show them is listed.
+    if (filter.status !== 'acknowledged') await quarantineExhausted(fastify.pg, organizationId, fastify.config.INBOX_MAX_LEASES)
+    const rows = await listEvents(fastify.pg, organizationId, filter)
+    const page = rows.slice(0, filter.limit)
+    return {
+      events: page.map(toEventBody),
+      count: page.length,
+      // Always a place to resume from: after the last event listed, or where this page started.
+      next_cursor: encodeCursor(page.at(-1) ?? filter.after),
+      has_more: rows.length > filter.limit
+    }
+  })
+
+  const acknowledgeOne = async (request: FastifyRequest<{ Params: { id: string } }>) => {
+    const [row] = await acknowledgeEvents(fastify.pg, organizationOf(request).id, [request.params.id])
+    if (!row) throw apiError('notFound', 'not_found', `Event ${request.params.id} not found`)
+    return { event_id: row.id, status: 'acknowledged' as const, acknowledged_at: row.acknowledged_at.toISOString() }
+  }
+  fastify.post('/events/:id/ack', { schema: { ...ackOneSchema, operationId: 'ackEvent' } }, acknowledgeOne)
+  fastify.post('/ack/:id', { schema: { ...ackOneSchema, operationId: 'ackEventShort', description: 'The same as POST /api/events/{id}/ack' } }, acknowledgeOne)
+
+  fastify.post('/ack', {
+    schema: {
+      operationId: 'ackEvents',
+      tags: ['inbox'],
+      summary: 'Acknowledge up to 100 events; unknown or foreign ids are listed in not_found',
+      body: ref(BulkAckBody),
+      response: { 200: ref(BulkAckResult, { description: 'Which ids were acknowledged' }), ...errorResponses(400, 401, 413, 415, 429, 503) }
+    }
+  }, async (request) => {
+    const ids = normalizeIds(request.body.event_ids)
+    const rows = await acknowledgeEvents(fastify.pg, organizationOf(request).id, ids)
+    const acknowledged = new Set(rows.map((row) => row.id))
+    return {
+      acknowledged: ids.filter((id) => acknowledged.has(id)),
+      not_found: ids.filter((id) => !acknowledged.has(id))
+    }
+  })
+}
+
+export default routes

@@ -1,0 +1,141 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { randomUUID } from 'node:crypto'
+import {
+  acknowledgeLeased, extendLease, leaseEvents, quarantineExhausted, releaseLeased, requeueQuarantined
+} from '../../../db/events.js'
+import { apiError } from '../../../lib/api-error.js'
+import { normalizeIds, toEventBody, toLeasedEventBody } from '../../../lib/events.js'
+import { createSlots } from '../../../lib/slots.js'
+import { organizationOf } from '../../../plugins/app/auth.js'
+import { errorResponses } from '../../../schemas/errors.js'
+import { Event, EventParams } from '../../../schemas/events.js'
+import { ExtendBody, ExtendResult, Lease, LeaseAckResult, LeaseBody, LeaseEventsBody, ReleaseResult } from '../../../schemas/leases.js'
+import { ref } from '../../../schemas/ref.js'
+
+const requestedIds = (ids: string[] | undefined) => ids === undefined ? null : normalizeIds(ids)
+
+/**
+ * Leasing (visibility timeouts) for concurrent consumers, written here because it is our domain: claims use
+ * FOR UPDATE SKIP LOCKED; long polls wait on LISTEN/NOTIFY without holding a pool client, and each organization
+ * may have INBOX_LONG_POLLS_PER_ORGANIZATION of them waiting on this process.
+ */
+const routes: FastifyPluginAsyncTypebox = async (fastify) => {
+  const { INBOX_MAX_LEASES: maxLeases, INBOX_LONG_POLLS_PER_ORGANIZATION: maxLongPolls } = fastify.config
+  const longPolls = createSlots(maxLongPolls)
+
+  fastify.post('/inbox/lease', {
+    schema: {
+      tags: ['inbox'],
+      operationId: 'leaseEvents',
+      summary: 'Lease the oldest available events; with wait_seconds, wait for some to arrive',
+      body: ref(LeaseBody),
+      response: { 200: ref(Lease, { description: 'The events leased (none: lease_id null)' }), ...errorResponses(400, 401, 413, 415, 429, 503) }
+    }
+  }, async (request, reply) => {
+    const organization = organizationOf(request)
+    const { limit, lease_seconds: leaseSeconds, wait_seconds: waitSeconds, type } = request.body
+    const release = waitSeconds > 0 ? longPolls.acquire(organization.id) : () => {}
+    if (!release) {
+      throw apiError('tooManyRequests', 'too_many_long_polls', `At most ${maxLongPolls} long polls (wait_seconds > 0) per organization may wait at once`)
+    }
+    const leaseRequest = { leaseId: randomUUID(), limit, leaseSeconds, type: type ?? null, maxLeases }
+    const deadline = Date.now() + waitSeconds * 1000
+    const { eventSignals } = fastify
+    // Ends the wait when the client goes away before we answer.
+    const clientGone = new AbortController()
+    const onClose = () => clientGone.abort()
+    reply.raw.once('close', onClose)
+    // A client that left while its key was being looked up has already had its 'close'.
+    if (request.raw.socket.destroyed) clientGone.abort()
+    const stillWaiting = () => Date.now() < deadline && !clientGone.signal.aborted && !eventSignals.closing.aborted
+    try {
+      for (;;) {
+        // Listen before looking, so an event committed between the two still wakes us.
+        const stopListening = new AbortController()
+        const arrival = eventSignals.nextArrival(organization.id, deadline - Date.now(), AbortSignal.any([clientGone.signal, stopListening.signal]))
+        try {
+          await quarantineExhausted(fastify.pg, organization.id, maxLeases)
+          const { events, leasedUntil } = await leaseEvents(fastify.pg, organization.id, leaseRequest)
+          if (events.length > 0 || !stillWaiting()) {
+            return {
+              lease_id: events.length > 0 ? leaseRequest.leaseId : null,
+              leased_until: leasedUntil?.toISOString() ?? null,
+              events: events.map(toLeasedEventBody)
+            }
+          }
+          await arrival
+        } finally {
+          stopListening.abort()
+          await arrival
+        }
+      }
+    } finally {
+      reply.raw.off('close', onClose)
+      release()
+    }
+  })
+
+  fastify.post('/inbox/ack', {
+    schema: {
+      tags: ['inbox'],
+      operationId: 'ackLease',
+      summary: 'Acknowledge the events of a lease (all, or those listed) while the lease holds them',
+      body: ref(LeaseEventsBody),
+      response: { 200: ref(LeaseAckResult, { description: 'Which events were acknowledged' }), ...errorResponses(400, 401, 413, 415, 429, 503) }
+    }
+  }, async (request) => {
+    const requested = requestedIds(request.body.event_ids)
+    const acknowledged = await acknowledgeLeased(fastify.pg, organizationOf(request).id, request.body.lease_id, requested)
+    const done = new Set(acknowledged)
+    return { acknowledged, not_found: (requested ?? []).filter((id) => !done.has(id)) }
+  })
+
+  fastify.post('/inbox/release', {
+    schema: {
+      tags: ['inbox'],
+      operationId: 'releaseLease',
+      summary: 'Return the events of a lease (all, or those listed) to the queue now',
+      body: ref(LeaseEventsBody),
+      response: { 200: ref(ReleaseResult, { description: 'Which events were released' }), ...errorResponses(400, 401, 413, 415, 429, 503) }
+    }
+  }, async (request) => {
+    const organization = organizationOf(request)
+    const released = await releaseLeased(fastify.pg, organization.id, request.body.lease_id, requestedIds(request.body.event_ids), maxLeases)
+    const available = released.filter((row) => row.status === 'pending').length
+    if (available > 0) fastify.eventSignals.announce(organization.id, available)
+    return { released: released.map((row) => row.id) }
+  })
+
+  fastify.post('/inbox/extend', {
+    schema: {
+      tags: ['inbox'],
+      operationId: 'extendLease',
+      summary: 'Extend an unexpired lease to lease_seconds from now',
+      body: ref(ExtendBody),
+      response: { 200: ref(ExtendResult, { description: 'The lease\'s new expiry' }), ...errorResponses(400, 401, 404, 413, 415, 429, 503) }
+    }
+  }, async (request) => {
+    const { lease_id: leaseId, lease_seconds: leaseSeconds } = request.body
+    const { ids, leasedUntil } = await extendLease(fastify.pg, organizationOf(request).id, leaseId, leaseSeconds)
+    if (leasedUntil === null) throw apiError('notFound', 'lease_not_found', 'No unexpired lease with this lease_id holds any event')
+    return { lease_id: leaseId, leased_until: leasedUntil.toISOString(), event_ids: ids }
+  })
+
+  fastify.post('/inbox/quarantine/:id/requeue', {
+    schema: {
+      tags: ['inbox'],
+      operationId: 'requeueEvent',
+      summary: 'Put a quarantined event back in the queue with lease_count 0',
+      params: EventParams,
+      response: { 200: ref(Event, { description: 'The event, pending again' }), ...errorResponses(400, 401, 404, 413, 415, 429, 503) }
+    }
+  }, async (request) => {
+    const organization = organizationOf(request)
+    const row = await requeueQuarantined(fastify.pg, organization.id, request.params.id)
+    if (!row) throw apiError('notFound', 'not_found', `No quarantined event ${request.params.id}`)
+    fastify.eventSignals.announce(organization.id, 1)
+    return toEventBody(row)
+  })
+}
+
+export default routes

@@ -1,0 +1,43 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { insertOrganization } from '../../../db/organizations.js'
+import { apiError } from '../../../lib/api-error.js'
+import { createApiKey } from '../../../lib/api-keys.js'
+import { errorResponses } from '../../../schemas/errors.js'
+import { ApiKey, GenerateKeyBody } from '../../../schemas/keys.js'
+import { ref } from '../../../schemas/ref.js'
+
+/**
+ * The one /api route that needs no API key (it creates the first one); guarded by ADMIN_TOKEN when set. Without
+ * the token only free keys can be made, so an open server hands out nothing worth more than the free budget.
+ */
+const routes: FastifyPluginAsyncTypebox = async (fastify) => {
+  fastify.post('/keys/generate', {
+    preValidation: fastify.requireAdminToken,
+    schema: {
+      operationId: 'generateKey',
+      tags: ['keys'],
+      summary: 'Create an organization and its API key (the key is shown only here)',
+      // No API key: open when ADMIN_TOKEN is unset (the empty requirement), else X-Admin-Token.
+      security: [{}, { adminToken: [] }],
+      body: ref(GenerateKeyBody),
+      response: { 201: ref(ApiKey, { description: 'Created' }), ...errorResponses(400, 401, 403, 413, 415, 429, 503) }
+    }
+  }, async (request, reply) => {
+    const { organization_name: name, tier = 'free' } = request.body
+    if (tier !== 'free' && fastify.config.ADMIN_TOKEN === undefined) {
+      throw apiError('forbidden', 'tier_requires_admin_token', `Only free keys can be created on a server without ADMIN_TOKEN; ${tier} needs an admin token`)
+    }
+    const apiKey = createApiKey()
+    const organization = await insertOrganization(fastify.pg, name, tier, apiKey.hash, apiKey.prefix)
+    return reply.code(201).send({
+      api_key: apiKey.key,
+      key_prefix: organization.key_prefix,
+      organization_id: organization.id,
+      organization_name: organization.name,
+      tier: organization.tier,
+      created_at: organization.created_at.toISOString()
+    })
+  })
+}
+
+export default routes

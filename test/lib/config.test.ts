@@ -1,0 +1,41 @@
+import t from 'tap'
+import { loadConfig, processPoolMax } from '../../lib/config.js'
+
+t.test('defaults are documented values', async (t) => {
+  const config = loadConfig({})
+  t.match(config, {
+    PORT: 3000,
+    HOST: '127.0.0.1',
+    LOG_LEVEL: 'info',
+    RATE_LIMIT_FREE: 100,
+    RATE_LIMIT_STARTER: 1000,
+    RATE_LIMIT_PROFESSIONAL: 5000,
+    RATE_LIMIT_ENTERPRISE: 10000,
+    RATE_LIMIT_ANONYMOUS: 1000
+  })
+  t.equal(config.DATABASE_URL, undefined)
+})
+
+t.test('an invalid value stops start-up with a message naming the setting', async (t) => {
+  const cases: Array<[Record<string, string>, RegExp]> = [
+    [{ PORT: 'abc' }, /PORT/],
+    [{ PORT: '70000' }, /PORT/],
+    [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL/],
+    [{ RATE_LIMIT_FREE: '-1' }, /RATE_LIMIT_FREE/],
+    [{ DATABASE_URL: 'mysql://x' }, /DATABASE_URL/],
+    [{ REDIS_URL: 'localhost:6379' }, /REDIS_URL/],
+    [{ ADMIN_TOKEN: 'short' }, /ADMIN_TOKEN/]
+  ]
+  for (const [env, pattern] of cases) {
+    t.throws(() => loadConfig(env), { message: pattern }, JSON.stringify(env))
+  }
+})
+
+t.test('DATABASE_POOL_MAX is split between WEB_CONCURRENCY processes, each getting at least one connection', async (t) => {
+  t.equal(processPoolMax(loadConfig({})), 20, 'one process: the whole pool')
+  t.equal(processPoolMax(loadConfig({ WEB_CONCURRENCY: '3', DATABASE_POOL_MAX: '20' })), 6, 'three processes: 6 each, 18 in all')
+  t.throws(() => loadConfig({ WEB_CONCURRENCY: '4', DATABASE_POOL_MAX: '3' }), { message: /DATABASE_POOL_MAX \(3\).*WEB_CONCURRENCY \(4\)/ })
+  t.throws(() => loadConfig({ DATABASE_DIRECT_URL: 'mysql://x' }), { message: /DATABASE_DIRECT_URL/ })
+  t.throws(() => loadConfig({ DATABASE_DIRECT_URL: 'postgres://db/x' }), { message: /DATABASE_DIRECT_URL.*set DATABASE_URL too/ }, 'not without a DATABASE_URL')
+  t.throws(() => loadConfig({ WEB_CONCURRENCY: '0' }), { message: /WEB_CONCURRENCY/ })
+})
