@@ -1,34 +1,29 @@
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
-import sensible from '@fastify/sensible'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { randomUUID } from 'node:crypto'
-import configPlugin, { processPoolMax, trustProxyOption, type Config } from './lib/config.js'
-import errorsPlugin from './plugins/app/errors.js'
-import dbPlugin from './plugins/external/postgres.js'
-import notificationsPlugin from './plugins/app/wake-ups.js'
-import metricsPlugin from './plugins/app/metrics.js'
+import { processPoolMax, trustProxyOption, type Config } from './lib/config.js'
+import { loggerOptions } from './lib/logging.js'
 import authPlugin from './plugins/app/auth.js'
-import rateLimitPlugin from './plugins/external/rate-limit.js'
+import configPlugin from './plugins/app/config.js'
 import dedupPlugin from './plugins/app/dedup.js'
+import deliveryWorkerPlugin from './plugins/app/delivery-worker.js'
+import errorsPlugin from './plugins/app/errors.js'
 import groupCommitPlugin from './plugins/app/group-commit.js'
-import docsPlugin from './plugins/external/swagger.js'
-import healthRoutes from './routes/health/index.js'
-import statsRoutes from './routes/stats/index.js'
-import metricsRoutes from './routes/metrics/index.js'
-import keyRoutes from './routes/api/keys/index.js'
-import keyGenerateRoute from './routes/api/keys/generate.js'
-import eventRoutes from './routes/api/events/index.js'
-import inboxRoutes from './routes/api/inbox/index.js'
-import leaseRoutes from './routes/api/inbox/leases.js'
-import streamRoutes from './routes/api/inbox/stream.js'
-import eventSignalsPlugin from './lib/wake-ups/event-arrivals.js'
-import webhookWorkerPlugin from './plugins/app/delivery-worker.js'
-import webhookSecretsPlugin from './plugins/app/webhook-secrets.js'
+import metricsPlugin from './plugins/app/metrics.js'
+import operatorTokensPlugin from './plugins/app/operator-tokens.js'
 import retentionPlugin from './plugins/app/retention.js'
-import webhookRoutes from './routes/api/webhooks/index.js'
+import wakeUpsPlugin from './plugins/app/wake-ups.js'
+import webhookSecretsPlugin from './plugins/app/webhook-secrets.js'
+import postgresPlugin from './plugins/external/postgres.js'
+import rateLimitPlugin from './plugins/external/rate-limit.js'
+import sensiblePlugin from './plugins/external/sensible.js'
+import swaggerPlugin from './plugins/external/swagger.js'
+import apiRoutes from './routes/api/index.js'
+import healthRoutes from './routes/health/index.js'
+import metricsRoutes from './routes/metrics/index.js'
+import statsRoutes from './routes/stats/index.js'
 import { validatorCompiler } from './schemas/validation.js'
 import { NAMED_SCHEMAS } from './schemas/components.js'
-import { loggerOptions } from './lib/logging.js'
 
 const BODY_LIMIT_BYTES = 256 * 1024
 
@@ -69,10 +64,8 @@ class OneLinePerRequest extends LogController {
 }
 
 /**
- * Builds the whole service. Plugins are registered explicitly (not autoloaded) so the order that matters
- * is visible here: config, errors, db, notifications (the LISTEN connection), metrics, rate limit (auth peeks at its
- * per-address budget), auth (resolves keys, in the /api scope's onRequest, before the limiter's route hooks
- * count the request), dedup, event signals, group commit, webhook secrets, docs (must see every route), routes.
+ * Builds the whole service. Plugins are registered explicitly (not autoloaded) so the order that matters is
+ * visible here, each with its reason; routes come last, after everything they use.
  */
 export async function buildApp ({ config, databaseUrl, migrate = true }: AppOptions): Promise<FastifyInstance> {
   // LISTEN and migrations need a session of their own: DATABASE_DIRECT_URL when DATABASE_URL is a pooler.
@@ -103,9 +96,10 @@ export async function buildApp ({ config, databaseUrl, migrate = true }: AppOpti
   })
 
   await app.register(configPlugin, { config })
-  await app.register(sensible)
+  await app.register(sensiblePlugin)
   await app.register(errorsPlugin)
-  await app.register(dbPlugin, {
+  await app.register(operatorTokensPlugin)
+  await app.register(postgresPlugin, {
     databaseUrl,
     directUrl,
     migrate,
@@ -114,36 +108,25 @@ export async function buildApp ({ config, databaseUrl, migrate = true }: AppOpti
     statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS,
     preparedStatements: config.DATABASE_PREPARED_STATEMENTS
   })
-  await app.register(notificationsPlugin, { databaseUrl: directUrl })
-  // Right after the pool: today's partitions must exist before the first insert.
+  // Right after the pool: its NOTIFYs need the pool, and everything that waits or caches needs its listener.
+  await app.register(wakeUpsPlugin, { databaseUrl: directUrl })
+  // Today's partitions must exist before the first insert.
   await app.register(retentionPlugin)
   // Before everything that counts into it (rate limit, group commit, the worker) and every route (each gets its timer).
   await app.register(metricsPlugin)
+  // Before auth, which peeks at an address's budget before it looks a key up.
   await app.register(rateLimitPlugin)
   await app.register(authPlugin)
   await app.register(dedupPlugin)
-  await app.register(eventSignalsPlugin)
   await app.register(groupCommitPlugin)
   await app.register(webhookSecretsPlugin)
-  await app.register(webhookWorkerPlugin)
-  await app.register(docsPlugin)
+  await app.register(deliveryWorkerPlugin)
+  // Must see every route: registered before them.
+  await app.register(swaggerPlugin)
 
   await app.register(healthRoutes)
   await app.register(statsRoutes)
   await app.register(metricsRoutes)
-  await app.register(keyGenerateRoute, { prefix: '/api' })
-  await app.register(async (api) => {
-    api.addHook('onRoute', (route) => {
-      route.schema = { ...route.schema, security: [{ apiKey: [] }, { bearer: [] }] }
-    })
-    api.addHook('onRequest', api.resolveOrganization)
-    api.addHook('preValidation', api.requireOrganization)
-    await api.register(keyRoutes)
-    await api.register(eventRoutes)
-    await api.register(inboxRoutes)
-    await api.register(leaseRoutes)
-    await api.register(streamRoutes)
-    await api.register(webhookRoutes)
-  }, { prefix: '/api' })
+  await app.register(apiRoutes, { prefix: '/api' })
   return app
 }

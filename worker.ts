@@ -8,6 +8,7 @@ import { loggerOptions } from './lib/logging.js'
 import { WorkerMetrics } from './lib/metrics.js'
 import { serveMetrics, type MetricsServer } from './lib/metrics-server.js'
 import { createDeliveryWorker } from './lib/webhooks/delivery-worker.js'
+import { createSecretBox } from './lib/webhooks/secret-box.js'
 import { loadConfig } from './lib/config.js'
 
 /**
@@ -43,11 +44,14 @@ async function main (): Promise<void> {
     applicationName: 'triggers-worker-listener',
     log: { warn: (details, message) => log.warn(details, message), info: (message) => log.info(message) }
   })
-  const metrics = new WorkerMetrics({ pool, notifications: listener, log })
-  const worker = createDeliveryWorker(config, pool, listener, {
-    info: (message) => log.info(message),
-    warn: (details, message) => log.warn(details, message)
-  }, metrics.observeAttempt)
+  const metrics = new WorkerMetrics({ pool, wakeUps: listener, log })
+  const worker = createDeliveryWorker(config, {
+    pool,
+    wakeUps: listener,
+    secrets: createSecretBox(config.WEBHOOK_SECRET_KEYS),
+    log: { info: (message) => log.info(message), warn: (details, message) => log.warn(details, message) },
+    onAttempt: metrics.observeAttempt
+  })
   let metricsServer: MetricsServer | undefined
   closeWithGrace({ delay: config.WEBHOOK_TIMEOUT_MS + 5000 }, async ({ signal, err }) => {
     if (err) log.error({ err }, 'closing after an unexpected error')

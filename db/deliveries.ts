@@ -2,14 +2,6 @@ import type { Pool } from 'pg'
 import type { Queryable } from './queryable.js'
 import { inTransaction } from './transaction.js'
 
-/** Delivery workers LISTEN here; a notification means new deliveries may be due. */
-export const DELIVERIES_CHANNEL = 'triggers_deliveries'
-
-/** Wakes every delivery worker (sent by the API after committing new deliveries). */
-export async function notifyDeliveriesQueued (db: Queryable): Promise<void> {
-  await db.query({ name: 'notify-deliveries-queued', text: 'SELECT pg_notify($1, \'\')', values: [DELIVERIES_CHANNEL] })
-}
-
 /** A claimed delivery with everything needed to send it. */
 export interface ClaimedDelivery {
   id: string

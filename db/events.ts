@@ -285,15 +285,3 @@ export async function requeueQuarantined (db: Queryable, organizationId: string,
   })
   return rows[0]
 }
-
-/** The NOTIFY channel of new or newly available events; payloads are "<organization_id>:<count>". */
-export const EVENTS_CHANNEL = 'triggers_events'
-
-/** Wakes long polls and streams, on every instance, for events that arrived or became available again. */
-export async function notifyEventsAvailable (db: Queryable, counts: Array<[organizationId: string, count: number]>): Promise<void> {
-  await db.query({
-    name: 'notify-events-available',
-    text: 'SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload',
-    values: [EVENTS_CHANNEL, counts.map(([organizationId, count]) => `${organizationId}:${count}`)]
-  })
-}

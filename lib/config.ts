@@ -1,4 +1,3 @@
-import fp from 'fastify-plugin'
 import envSchema from 'env-schema'
 import ipaddr from 'ipaddr.js'
 import { isIP } from 'node:net'
@@ -152,8 +151,8 @@ function isProxyAddress (entry: string): boolean {
  * Fastify's trustProxy from TRUST_PROXY: `false` or `0` (no proxy), a hop count n (the client is the address
  * the n-th proxy in front saw: safe only when nothing reaches the service except through those proxies), or
  * a list of proxy addresses/CIDRs (hops are trusted only from those, so a client that connects directly
- * cannot forge its address). `true` used to trust every hop, which lets any client choose its own address with
- * X-Forwarded-For; it is now read as one hop. Hop counts become a function: Fastify 5 trusts no hop for a bare number.
+ * cannot forge its address). `true` means one hop: trusting every hop would let any client choose its own address
+ * with X-Forwarded-For. Hop counts become a function: Fastify 5 trusts no hop for a bare number.
  */
 export function trustProxyOption (setting: string): false | string[] | ((address: string, hop: number) => boolean) {
   const value = setting.trim().toLowerCase()
@@ -167,13 +166,3 @@ export function trustProxyOption (setting: string): false | string[] | ((address
   }
   return entries
 }
-
-declare module 'fastify' {
-  interface FastifyInstance {
-    config: Config
-  }
-}
-
-export default fp<{ config: Config }>(async (fastify, { config }) => {
-  fastify.decorate('config', config)
-}, { name: 'config' })

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { EventFields, EventRow, LeasedEventRow, NewEvent } from '../db/events.js'
 import type { GroupCommit, IngestOutcome } from './group-commit.js'
-import type { DedupCache } from '../plugins/app/dedup.js'
+import type { DedupCache } from './dedup-cache.js'
 import type { Event, EventInput } from '../schemas/events.js'
 
 /**

@@ -1,6 +1,7 @@
 import { findEventsByDedupKeys, insertEvents, type InsertedEvent, type NewEvent, type StoredEventRef } from '../db/events.js'
 import type { Queryable } from '../db/queryable.js'
 import { apiError } from './api-error.js'
+import { dedupKey } from './dedup-cache.js'
 
 export type IngestOutcome =
   | { status: 'accepted', event: InsertedEvent }
@@ -90,8 +91,6 @@ function isIsolatable (error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code
   return typeof code === 'string' && ISOLATABLE_SQLSTATE.test(code)
 }
-
-const dedupKey = (organizationId: string, dedupId: string) => `${organizationId}\u0000${dedupId}`
 
 /**
  * Answers each write of a committed INSERT: inserted rows are accepted, rows skipped by ON CONFLICT are

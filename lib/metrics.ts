@@ -2,7 +2,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { Pool } from 'pg'
 import { deliveryQueueState, type DeliveryQueueState } from '../db/deliveries.js'
 import type { Tier } from '../schemas/keys.js'
-import type { Notifications } from './wake-ups/listener.js'
+import type { WakeUpListener } from './wake-ups/listener.js'
 import type { AttemptObserver } from './webhooks/delivery-worker.js'
 
 /**
@@ -25,7 +25,7 @@ const GROUP_SIZE_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000
 
 export interface MetricSources {
   pool: Pool
-  notifications: Pick<Notifications, 'connected'>
+  wakeUps: Pick<WakeUpListener, 'connected'>
   /** Where a failed queue query is reported; the scrape still answers, with NaN in the queue gauges. */
   log: { warn: (details: object, message: string) => void }
 }
@@ -102,7 +102,7 @@ export class WorkerMetrics {
       name: 'triggers_listener_connected',
       help: '1 while the LISTEN connection (wake-ups, key cache invalidation) is up, else 0',
       registers,
-      collect () { this.set(sources.notifications.connected ? 1 : 0) }
+      collect () { this.set(sources.wakeUps.connected ? 1 : 0) }
     })
     new Gauge({
       name: 'triggers_webhook_queue_depth',

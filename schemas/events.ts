@@ -1,4 +1,5 @@
 import { Type, type Static } from 'typebox'
+import { errorResponses } from './errors.js'
 import { ref } from './ref.js'
 
 const EventId = Type.String({ format: 'uuid', description: 'Event id' })
@@ -102,3 +103,11 @@ export const InboxPage = Type.Object({
   next_cursor: Type.String({ description: 'Always present: pass as cursor for the next page, also after an empty or last page to tail the inbox' }),
   has_more: Type.Boolean({ description: 'True when more events are listable right now after this page' })
 }, { $id: 'InboxPage' })
+
+/** The route schema shared by both spellings of "acknowledge one event" (POST /api/events/{id}/ack and /api/ack/{id}). */
+export const AckOneRoute = {
+  tags: ['inbox'],
+  summary: 'Acknowledge one event (idempotent)',
+  params: EventParams,
+  response: { 200: ref(Acknowledged, { description: 'Acknowledged (now or before)' }), ...errorResponses(400, 401, 404, 413, 415, 429, 503) }
+}

@@ -3,7 +3,7 @@ import pg from 'pg'
 export type NotificationHandler = (payload: string) => void
 
 /** What users of the listener see: subscribe to channels, hear about (re)connections. */
-export interface Notifications {
+export interface WakeUpListener {
   /** Calls `handler` with the payload of every NOTIFY on `channel`, from now on and after every reconnect. */
   listen: (channel: string, handler: NotificationHandler) => void
   /**
@@ -15,7 +15,7 @@ export interface Notifications {
   readonly connected: boolean
 }
 
-export interface Listener extends Notifications {
+export interface ListeningConnection extends WakeUpListener {
   /** Connects; if the database is not reachable yet, keeps trying in the background. */
   start: () => Promise<void>
   close: () => Promise<void>
@@ -40,7 +40,7 @@ export interface ListenerOptions {
  * ping catch connections that died silently. Our own code because it is a few lines over pg's LISTEN support
  * and must tie into the API's and the worker's start-up and shutdown order.
  */
-export function createListener (options: ListenerOptions): Listener {
+export function createListener (options: ListenerOptions): ListeningConnection {
   const initialDelay = options.reconnectDelayMs ?? 250
   const maxDelay = options.maxReconnectDelayMs ?? 5000
   const pingIntervalMs = options.pingIntervalMs ?? 30_000

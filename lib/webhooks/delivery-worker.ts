@@ -1,19 +1,20 @@
 import { setMaxListeners } from 'node:events'
 import type { Pool } from 'pg'
-import { DELIVERIES_CHANNEL, claimDeliveries, recordAttempts, releaseClaims, type AttemptOutcome, type ClaimedDelivery } from '../../db/deliveries.js'
+import { claimDeliveries, recordAttempts, releaseClaims, type AttemptOutcome, type ClaimedDelivery } from '../../db/deliveries.js'
 import { inTransaction } from '../../db/transaction.js'
 import type { Config } from '../config.js'
-import type { Notifications } from '../wake-ups/listener.js'
+import { DELIVERIES_CHANNEL } from '../../db/wake-ups.js'
+import type { WakeUpListener } from '../wake-ups/listener.js'
 import { EndpointLimits, type EndpointSignal } from './endpoint-limits.js'
 import { nextRetryDelayMs, parseRetrySchedule, type RetrySchedule } from './retry-schedule.js'
-import { createSecretBox, type SecretBox } from './secret-box.js'
+import type { SecretBox } from './secret-box.js'
 import { createWebhookSender, type SendOutcome, type WebhookSender } from './send.js'
 import { activeSecrets, signWebhook } from './signing.js'
 
 export interface DeliveryWorkerOptions {
   pool: Pool
   /** The process's listener: a NOTIFY on the deliveries channel, or a reconnect, wakes the worker. */
-  notifications: Notifications
+  wakeUps: WakeUpListener
   log: { info: (message: string) => void, warn: (details: object, message: string) => void }
   schedule: RetrySchedule
   timeoutMs: number
@@ -85,9 +86,9 @@ export class DeliveryWorker {
       allowPrivateUrls: options.allowPrivateUrls,
       connectionsPerOrigin: Math.max(options.endpointConcurrency, options.endpointMaxConcurrency)
     })
-    options.notifications.listen(DELIVERIES_CHANNEL, () => this.wake())
+    options.wakeUps.listen(DELIVERIES_CHANNEL, () => this.wake())
     // Wake-ups sent while the listener was down are lost: look for due deliveries once it is back.
-    options.notifications.onConnect(() => this.wake())
+    options.wakeUps.onConnect(() => this.wake())
   }
 
   start (): void {
@@ -262,12 +263,9 @@ export class DeliveryWorker {
 }
 
 /** A worker configured from the service settings (used by the API process and by worker.ts). */
-export function createDeliveryWorker (config: Config, pool: Pool, notifications: Notifications, log: DeliveryWorkerOptions['log'], onAttempt?: AttemptObserver): DeliveryWorker {
+export function createDeliveryWorker (config: Config, resources: Pick<DeliveryWorkerOptions, 'pool' | 'wakeUps' | 'secrets' | 'log' | 'onAttempt'>): DeliveryWorker {
   return new DeliveryWorker({
-    pool,
-    onAttempt,
-    notifications,
-    log,
+    ...resources,
     schedule: parseRetrySchedule(config.WEBHOOK_RETRY_SCHEDULE),
     timeoutMs: config.WEBHOOK_TIMEOUT_MS,
     allowPrivateUrls: config.WEBHOOK_ALLOW_PRIVATE_URLS,
@@ -276,7 +274,6 @@ export function createDeliveryWorker (config: Config, pool: Pool, notifications:
     endpointMaxConcurrency: config.WEBHOOK_ENDPOINT_MAX_CONCURRENCY,
     workerConcurrency: config.WEBHOOK_WORKER_CONCURRENCY,
     claimSeconds: config.WEBHOOK_CLAIM_SECONDS,
-    pollIntervalMs: config.WEBHOOK_POLL_INTERVAL_MS,
-    secrets: createSecretBox(config.WEBHOOK_SECRET_KEYS)
+    pollIntervalMs: config.WEBHOOK_POLL_INTERVAL_MS
   })
 }

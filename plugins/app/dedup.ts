@@ -1,13 +1,5 @@
 import fp from 'fastify-plugin'
-import { LRUCache } from 'lru-cache'
-import type { StoredEventRef } from '../../db/events.js'
-
-export interface DedupCache {
-  /** The stored event for this organization's dedup_id, if this process has seen it. */
-  lookup: (organizationId: string, dedupId: string) => StoredEventRef | undefined
-  remember: (organizationId: string, event: StoredEventRef) => void
-  stats: () => { size: number, max_size: number, hits: number, misses: number }
-}
+import { createDedupCache, type DedupCache } from '../../lib/dedup-cache.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -15,27 +7,7 @@ declare module 'fastify' {
   }
 }
 
-/**
- * Answers repeated dedup_ids without a database round trip. The cache is only a shortcut: the unique
- * (organization_id, dedup_id) constraint stays the authority, across processes too.
- */
+/** This process's cache of recent dedup_ids (lib/dedup-cache.ts), DEDUP_CACHE_SIZE entries. */
 export default fp(async (fastify) => {
-  const maxSize = fastify.config.DEDUP_CACHE_SIZE
-  const cache = new LRUCache<string, StoredEventRef>({ max: maxSize })
-  let hits = 0
-  let misses = 0
-  const keyOf = (organizationId: string, dedupId: string) => `${organizationId}\u0000${dedupId}`
-
-  fastify.decorate<DedupCache>('dedup', {
-    lookup (organizationId, dedupId) {
-      const found = cache.get(keyOf(organizationId, dedupId))
-      if (found) hits++
-      else misses++
-      return found
-    },
-    remember (organizationId, event) {
-      if (event.dedup_id !== null) cache.set(keyOf(organizationId, event.dedup_id), event)
-    },
-    stats: () => ({ size: cache.size, max_size: maxSize, hits, misses })
-  })
+  fastify.decorate('dedup', createDedupCache(fastify.config.DEDUP_CACHE_SIZE))
 }, { name: 'dedup', dependencies: ['config'] })

@@ -1,10 +1,5 @@
 import fp from 'fastify-plugin'
-import { notifyDeliveriesQueued } from '../../db/deliveries.js'
-import { createCoalescedNotifier } from '../../lib/wake-ups/coalesced-notify.js'
 import { createGroupCommit, type GroupCommit } from '../../lib/group-commit.js'
-
-// Delivery workers hear of new deliveries at most this much after they commit (else at their next poll).
-const WAKE_WORKERS_DELAY_MS = 20
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -13,14 +8,10 @@ declare module 'fastify' {
 }
 
 /**
- * The one path by which new events reach the database: concurrent requests share INSERTs and commits, and
- * each commit is announced to long polls, streams and delivery workers. Closing writes what is still queued before the pool ends.
+ * The one path by which new events reach the database (lib/group-commit.ts): concurrent requests share INSERTs
+ * and commits, and each commit is announced to long polls, streams and delivery workers.
  */
 export default fp(async (fastify) => {
-  const deliveriesQueued = createCoalescedNotifier(
-    () => notifyDeliveriesQueued(fastify.pg),
-    WAKE_WORKERS_DELAY_MS,
-    (error) => fastify.log.warn({ err: error }, 'could not wake the delivery workers; they will poll'))
   const groupCommit = createGroupCommit(fastify.pg, {
     waitMs: fastify.config.INGEST_GROUP_WAIT_MS,
     maxEvents: fastify.config.INGEST_GROUP_MAX_EVENTS,
@@ -32,14 +23,11 @@ export default fp(async (fastify) => {
     onCommitted: (inserted, outboxRows) => {
       const counts = new Map<string, number>()
       for (const event of inserted) counts.set(event.organization_id, (counts.get(event.organization_id) ?? 0) + 1)
-      for (const [organizationId, count] of counts) fastify.eventSignals.announce(organizationId, count)
-      if (outboxRows > 0) deliveriesQueued.add('', outboxRows)
+      for (const [organizationId, count] of counts) fastify.wakeUps.announceEvents(organizationId, count)
+      if (outboxRows > 0) fastify.wakeUps.announceDeliveries(outboxRows)
     }
   })
   fastify.decorate('groupCommit', groupCommit)
-  // Registered after event signals, so this runs first on close: the last commits are still announced.
-  fastify.addHook('onClose', async () => {
-    await groupCommit.drain()
-    await deliveriesQueued.flush()
-  })
-}, { name: 'group-commit', dependencies: ['db', 'config', 'event-signals', 'metrics'] })
+  // Registered after wake-ups, so this runs first on close: what is still queued is written and announced.
+  fastify.addHook('onClose', async () => { await groupCommit.drain() })
+}, { name: 'group-commit', dependencies: ['postgres', 'config', 'wake-ups', 'metrics'] })

@@ -28,7 +28,7 @@ function recordingHook (record: RequestRecorder): onResponseHookHandler {
  * under one fixed label. Registered before the plugins that count into it (rate limit, group commit) and every route.
  */
 export default fp(async (fastify) => {
-  const metrics = new ApiMetrics({ pool: fastify.pg.pool, notifications: fastify.notifications, log: fastify.log })
+  const metrics = new ApiMetrics({ pool: fastify.pg.pool, wakeUps: fastify.wakeUps, log: fastify.log })
   fastify.decorate('metrics', metrics)
   fastify.addHook('onRoute', (route) => {
     const hooks = route.onResponse === undefined ? [] : Array.isArray(route.onResponse) ? route.onResponse : [route.onResponse]
@@ -41,4 +41,4 @@ export default fp(async (fastify) => {
     if (request.is404) unmatched(request.method, reply.statusCode, reply.elapsedTime / 1000)
     done()
   })
-}, { name: 'metrics', dependencies: ['db', 'notifications'] })
+}, { name: 'metrics', dependencies: ['postgres', 'wake-ups'] })

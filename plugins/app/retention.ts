@@ -42,4 +42,4 @@ export default fp(async (fastify) => {
     clearInterval(timer)
     await running
   })
-}, { name: 'retention', dependencies: ['db', 'config'] })
+}, { name: 'retention', dependencies: ['postgres', 'config'] })

@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
-import type { Queryable } from '../../db/queryable.js'
-import { clearExpiredPreviousSecrets, listSecretsNotSealedWith, replaceStoredSecrets, type StoredSecrets } from '../../db/webhooks.js'
+import { clearExpiredPreviousSecrets } from '../../db/webhooks.js'
 import { createSecretBox, type SecretBox } from '../../lib/webhooks/secret-box.js'
+import { resealWebhookSecrets } from '../../lib/webhooks/secret-reseal.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -12,41 +12,6 @@ declare module 'fastify' {
 
 // Overlaps last hours; clearing a minute late keeps the sweep to one cheap statement a minute per process.
 const SWEEP_INTERVAL_MS = 60_000
-const RESEAL_BATCH = 500
-
-/** The row's secrets decrypted, or undefined when one was encrypted with a key that is not configured. */
-function openAll (box: SecretBox, row: StoredSecrets): StoredSecrets | undefined {
-  try {
-    return { id: row.id, secret: box.open(row.secret), previous_secret: row.previous_secret === null ? null : box.open(row.previous_secret) }
-  } catch {
-    return undefined
-  }
-}
-
-/** Re-encrypts every secret not sealed with the current key; returns how many rows changed and how many could not be read. */
-export async function resealWebhookSecrets (db: Queryable, box: SecretBox): Promise<{ resealed: number, unreadable: number }> {
-  const totals = { resealed: 0, unreadable: 0 }
-  if (box.currentPrefix === undefined) return totals
-  let afterId: string | null = null
-  for (;;) {
-    const rows: StoredSecrets[] = await listSecretsNotSealedWith(db, box.currentPrefix, afterId, RESEAL_BATCH)
-    const before: StoredSecrets[] = []
-    const after: StoredSecrets[] = []
-    for (const row of rows) {
-      const plain = openAll(box, row)
-      if (plain === undefined) {
-        totals.unreadable++
-        continue
-      }
-      before.push(row)
-      after.push({ id: row.id, secret: box.seal(plain.secret), previous_secret: plain.previous_secret === null ? null : box.seal(plain.previous_secret) })
-    }
-    if (after.length > 0) totals.resealed += await replaceStoredSecrets(db, before, after)
-    if (rows.length < RESEAL_BATCH) return totals
-    afterId = rows.at(-1)?.id ?? null
-  }
-}
-
 /**
  * Webhook secrets at rest: decorates the secret box, and keeps stored secrets tidy in the background. Keys only
  * change with a restart, so secrets stored under an older key (or in plain text) are re-encrypted once after
@@ -76,4 +41,4 @@ export default fp(async (fastify) => {
     clearInterval(timer)
     await running
   })
-}, { name: 'webhook-secrets', dependencies: ['db', 'config'] })
+}, { name: 'webhook-secrets', dependencies: ['postgres', 'config'] })

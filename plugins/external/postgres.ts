@@ -40,4 +40,4 @@ export default fp<DbOptions>(async (fastify, options) => {
         .catch((error: unknown) => fastify.log.warn({ err: error }, 'could not read statement_timeout through the pooler'))
     })
   }
-}, { name: 'db' })
+}, { name: 'postgres' })

@@ -1,12 +1,10 @@
 import fp from 'fastify-plugin'
-import rateLimit, { normalizeIP } from '@fastify/rate-limit'
+import rateLimit from '@fastify/rate-limit'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import { Redis } from 'ioredis'
-import { apiError } from '../../lib/api-error.js'
+import { errorBody } from '../../lib/api-error.js'
 import { ANONYMOUS_TIER } from '../../lib/metrics.js'
-import type { Config } from '../../lib/config.js'
-import type { Tier } from '../../schemas/keys.js'
-import { errorBody } from '../app/errors.js'
+import { rateLimitKey, requestLimit, tooManyRequests } from '../../lib/rate-limits.js'
+import { closeRedis, connectRedis } from '../../lib/redis.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -19,32 +17,6 @@ declare module 'fastify' {
 }
 
 const ONE_MINUTE_MS = 60_000
-
-/** Requests per minute for a tier; null when the tier is unlimited (configured as 0). */
-export function tierLimit (config: Config, tier: Tier): number | null {
-  const limits: Record<Tier, number> = {
-    free: config.RATE_LIMIT_FREE,
-    starter: config.RATE_LIMIT_STARTER,
-    professional: config.RATE_LIMIT_PROFESSIONAL,
-    enterprise: config.RATE_LIMIT_ENTERPRISE
-  }
-  return limits[tier] === 0 ? null : limits[tier]
-}
-
-function requestLimit (config: Config, request: FastifyRequest): number | null {
-  if (request.organization) return tierLimit(config, request.organization.tier)
-  return config.RATE_LIMIT_ANONYMOUS === 0 ? null : config.RATE_LIMIT_ANONYMOUS
-}
-
-/** Where a request without a valid key is counted: its address, IPv6 grouped by RATE_LIMIT_IPV6_PREFIX (one /64 is one subscriber). */
-const addressKey = (config: Config, request: FastifyRequest) => `ip:${normalizeIP(request.ip, config.RATE_LIMIT_IPV6_PREFIX)}`
-
-function tooManyRequests (max: number, retryAfterSeconds: number) {
-  const seconds = String(retryAfterSeconds)
-  return Object.assign(
-    apiError('tooManyRequests', 'rate_limited', `Rate limit of ${max} requests per minute exceeded; retry in ${seconds} seconds`),
-    { headers: { 'retry-after': seconds, 'x-ratelimit-limit': String(max), 'x-ratelimit-remaining': '0', 'x-ratelimit-reset': seconds } })
-}
 
 /**
  * Per-address limiting outside the route hooks, on the same counters: a peek before a key lookup, and the
@@ -65,30 +37,17 @@ function limitAddresses (fastify: FastifyInstance): void {
   })
 }
 
-async function connectRedis (fastify: FastifyInstance, config: Config): Promise<Redis | undefined> {
-  const redis = config.REDIS_URL === undefined
-    ? undefined
-    : new Redis(config.REDIS_URL, { connectTimeout: 1000, maxRetriesPerRequest: 1, enableOfflineQueue: false, lazyConnect: true })
-  if (redis) {
-    redis.on('error', (error) => fastify.log.warn({ err: error }, 'redis error; rate limits are not enforced until it is back'))
-    await redis.connect().catch((error: unknown) => {
-      redis.disconnect()
-      throw new Error(`Cannot reach Redis at REDIS_URL: ${error instanceof Error ? error.message : String(error)}`)
-    })
-    // quit() fails when Redis is unreachable; closing must still succeed, so fall back to dropping the socket.
-    fastify.addHook('onClose', async () => { await redis.quit().catch(() => redis.disconnect()) })
-  }
-  return redis
-}
-
 /**
- * Per-organization limits by tier (per address without a valid key), in Redis when REDIS_URL is set so that all
- * instances share one budget. Registered before auth, which peeks at the address budget before looking a key
- * up. Routes opt out with `config: { rateLimit: false }`.
+ * @fastify/rate-limit with our budgets (lib/rate-limits.ts): per organization by tier, per address without a valid
+ * key, in Redis when REDIS_URL is set so that all instances share one budget. Registered before auth, which peeks
+ * at the address budget before looking a key up. Routes opt out with `config: { rateLimit: false }`.
  */
 export default fp(async (fastify) => {
   const { config } = fastify
-  const redis = await connectRedis(fastify, config)
+  const redis = config.REDIS_URL === undefined
+    ? undefined
+    : await connectRedis(config.REDIS_URL, (error) => fastify.log.warn({ err: error }, 'redis error; rate limits are not enforced until it is back'))
+  if (redis) fastify.addHook('onClose', async () => { await closeRedis(redis) })
   await fastify.register(rateLimit, {
     global: true,
     timeWindow: ONE_MINUTE_MS,
@@ -96,9 +55,9 @@ export default fp(async (fastify) => {
     nameSpace: config.REDIS_KEY_PREFIX,
     // An unreachable Redis must not take the API down with it.
     skipOnError: true,
-    keyGenerator: (request) => request.organization ? `org:${request.organization.id}` : addressKey(config, request),
-    allowList: (request) => requestLimit(config, request) === null,
-    max: (request) => requestLimit(config, request) ?? Number.MAX_SAFE_INTEGER,
+    keyGenerator: (request) => rateLimitKey(config, request),
+    allowList: (request) => requestLimit(config, request.organization) === null,
+    max: (request) => requestLimit(config, request.organization) ?? Number.MAX_SAFE_INTEGER,
     onExceeded: (request) => { fastify.metrics.countRateLimited(request.organization?.tier ?? ANONYMOUS_TIER) },
     errorResponseBuilder: (_request, context) =>
       errorBody(429, 'rate_limited', `Rate limit of ${context.max} requests per minute exceeded; retry in ${context.after}`)

@@ -1,5 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { errorBody } from '../../plugins/app/errors.js'
+import { errorBody } from '../../lib/api-error.js'
 import { errorResponses } from '../../schemas/errors.js'
 import { Liveness, NotReady, Readiness } from '../../schemas/health.js'
 import { ref } from '../../schemas/ref.js'

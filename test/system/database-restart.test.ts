@@ -50,7 +50,7 @@ t.test('the process survives its connections being cut, under load and again and
   await createWebhook(t, app, organization, { url: receiver.url, event_types: ['after.restart'] })
 
   for (let round = 0; round < 5; round++) {
-    await waitFor('the listener to be connected', () => app.notifications.connected)
+    await waitFor('the listener to be connected', () => app.wakeUps.connected)
     const load = Array.from({ length: 40 }, (_, i) => sleep(i * 5).then(() => sendEvent(app, organization, { type: 'during.restart', payload: { round, i } })))
     await sleep(60)
     t.ok(await cutConnections(applicationName) > 0, `round ${round}: the app's connections were cut`)
@@ -58,7 +58,7 @@ t.test('the process survives its connections being cut, under load and again and
     t.same(statuses.filter((status) => status !== 201 && status !== 503), [], `round ${round}: every answer is 201, or 503 while the database was away`)
   }
 
-  await waitFor('the listener to reconnect', () => app.notifications.connected)
+  await waitFor('the listener to reconnect', () => app.wakeUps.connected)
   const ready = await app.inject({ method: 'GET', url: '/health/ready' })
   t.equal(ready.statusCode, 200, 'ready again')
 

@@ -1,11 +1,10 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import type { FastifyRequest } from 'fastify'
-import { acknowledgeEvents, listEvents, quarantineExhausted, type InboxFilter, type InboxPosition } from '../../../db/events.js'
+import { listEvents, quarantineExhausted, type InboxFilter, type InboxPosition } from '../../../db/events.js'
 import { apiError } from '../../../lib/api-error.js'
-import { normalizeIds, toEventBody } from '../../../lib/events.js'
+import { toEventBody } from '../../../lib/events.js'
 import { organizationOf } from '../../../plugins/app/auth.js'
 import { errorResponses } from '../../../schemas/errors.js'
-import { Acknowledged, BulkAckBody, BulkAckResult, EventParams, InboxPage, InboxQuery } from '../../../schemas/events.js'
+import { InboxPage, InboxQuery } from '../../../schemas/events.js'
 import { ref } from '../../../schemas/ref.js'
 
 // Cursors are opaque to clients; inside they are the last event's position "<txid>.<seq>", base64url-encoded.
@@ -41,13 +40,6 @@ function inboxFilter (query: InboxQuery): InboxFilter {
   }
 }
 
-const ackOneSchema = {
-  tags: ['inbox'],
-  summary: 'Acknowledge one event (idempotent)',
-  params: EventParams,
-  response: { 200: ref(Acknowledged, { description: 'Acknowledged (now or before)' }), ...errorResponses(400, 401, 404, 413, 415, 429, 503) }
-}
-
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.get('/inbox', {
     schema: {
@@ -70,32 +62,6 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       // Always a place to resume from: after the last event listed, or where this page started.
       next_cursor: encodeCursor(page.at(-1) ?? filter.after),
       has_more: rows.length > filter.limit
-    }
-  })
-
-  const acknowledgeOne = async (request: FastifyRequest<{ Params: { id: string } }>) => {
-    const [row] = await acknowledgeEvents(fastify.pg, organizationOf(request).id, [request.params.id])
-    if (!row) throw apiError('notFound', 'not_found', `Event ${request.params.id} not found`)
-    return { event_id: row.id, status: 'acknowledged' as const, acknowledged_at: row.acknowledged_at.toISOString() }
-  }
-  fastify.post('/events/:id/ack', { schema: { ...ackOneSchema, operationId: 'ackEvent' } }, acknowledgeOne)
-  fastify.post('/ack/:id', { schema: { ...ackOneSchema, operationId: 'ackEventShort', description: 'The same as POST /api/events/{id}/ack' } }, acknowledgeOne)
-
-  fastify.post('/ack', {
-    schema: {
-      operationId: 'ackEvents',
-      tags: ['inbox'],
-      summary: 'Acknowledge up to 100 events; unknown or foreign ids are listed in not_found',
-      body: ref(BulkAckBody),
-      response: { 200: ref(BulkAckResult, { description: 'Which ids were acknowledged' }), ...errorResponses(400, 401, 413, 415, 429, 503) }
-    }
-  }, async (request) => {
-    const ids = normalizeIds(request.body.event_ids)
-    const rows = await acknowledgeEvents(fastify.pg, organizationOf(request).id, ids)
-    const acknowledged = new Set(rows.map((row) => row.id))
-    return {
-      acknowledged: ids.filter((id) => acknowledged.has(id)),
-      not_found: ids.filter((id) => !acknowledged.has(id))
     }
   })
 }

@@ -1,14 +1,14 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { randomUUID } from 'node:crypto'
 import {
-  acknowledgeLeased, extendLease, leaseEvents, quarantineExhausted, releaseLeased, requeueQuarantined
+  acknowledgeLeased, extendLease, leaseEvents, quarantineExhausted, releaseLeased
 } from '../../../db/events.js'
 import { apiError } from '../../../lib/api-error.js'
-import { normalizeIds, toEventBody, toLeasedEventBody } from '../../../lib/events.js'
+import { normalizeIds, toLeasedEventBody } from '../../../lib/events.js'
+import { longPoll, watchClientGone } from '../../../lib/inbox/long-poll.js'
 import { createSlots } from '../../../lib/slots.js'
 import { organizationOf } from '../../../plugins/app/auth.js'
 import { errorResponses } from '../../../schemas/errors.js'
-import { Event, EventParams } from '../../../schemas/events.js'
 import { ExtendBody, ExtendResult, Lease, LeaseAckResult, LeaseBody, LeaseEventsBody, ReleaseResult } from '../../../schemas/leases.js'
 import { ref } from '../../../schemas/ref.js'
 
@@ -39,38 +39,26 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       throw apiError('tooManyRequests', 'too_many_long_polls', `At most ${maxLongPolls} long polls (wait_seconds > 0) per organization may wait at once`)
     }
     const leaseRequest = { leaseId: randomUUID(), limit, leaseSeconds, type: type ?? null, maxLeases }
-    const deadline = Date.now() + waitSeconds * 1000
-    const { eventSignals } = fastify
-    // Ends the wait when the client goes away before we answer.
-    const clientGone = new AbortController()
-    const onClose = () => clientGone.abort()
-    reply.raw.once('close', onClose)
-    // A client that left while its key was being looked up has already had its 'close'.
-    if (request.raw.socket.destroyed) clientGone.abort()
-    const stillWaiting = () => Date.now() < deadline && !clientGone.signal.aborted && !eventSignals.closing.aborted
+    const clientGone = watchClientGone(request, reply)
     try {
-      for (;;) {
-        // Listen before looking, so an event committed between the two still wakes us.
-        const stopListening = new AbortController()
-        const arrival = eventSignals.nextArrival(organization.id, deadline - Date.now(), AbortSignal.any([clientGone.signal, stopListening.signal]))
-        try {
+      const { events, leasedUntil } = await longPoll({
+        arrivals: fastify.wakeUps,
+        organizationId: organization.id,
+        waitMs: waitSeconds * 1000,
+        clientGone: clientGone.signal,
+        look: async () => {
           await quarantineExhausted(fastify.pg, organization.id, maxLeases)
-          const { events, leasedUntil } = await leaseEvents(fastify.pg, organization.id, leaseRequest)
-          if (events.length > 0 || !stillWaiting()) {
-            return {
-              lease_id: events.length > 0 ? leaseRequest.leaseId : null,
-              leased_until: leasedUntil?.toISOString() ?? null,
-              events: events.map(toLeasedEventBody)
-            }
-          }
-          await arrival
-        } finally {
-          stopListening.abort()
-          await arrival
-        }
+          return await leaseEvents(fastify.pg, organization.id, leaseRequest)
+        },
+        found: (leased) => leased.events.length > 0
+      })
+      return {
+        lease_id: events.length > 0 ? leaseRequest.leaseId : null,
+        leased_until: leasedUntil?.toISOString() ?? null,
+        events: events.map(toLeasedEventBody)
       }
     } finally {
-      reply.raw.off('close', onClose)
+      clientGone.dispose()
       release()
     }
   })
@@ -102,7 +90,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     const organization = organizationOf(request)
     const released = await releaseLeased(fastify.pg, organization.id, request.body.lease_id, requestedIds(request.body.event_ids), maxLeases)
     const available = released.filter((row) => row.status === 'pending').length
-    if (available > 0) fastify.eventSignals.announce(organization.id, available)
+    if (available > 0) fastify.wakeUps.announceEvents(organization.id, available)
     return { released: released.map((row) => row.id) }
   })
 
@@ -119,22 +107,6 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     const { ids, leasedUntil } = await extendLease(fastify.pg, organizationOf(request).id, leaseId, leaseSeconds)
     if (leasedUntil === null) throw apiError('notFound', 'lease_not_found', 'No unexpired lease with this lease_id holds any event')
     return { lease_id: leaseId, leased_until: leasedUntil.toISOString(), event_ids: ids }
-  })
-
-  fastify.post('/inbox/quarantine/:id/requeue', {
-    schema: {
-      tags: ['inbox'],
-      operationId: 'requeueEvent',
-      summary: 'Put a quarantined event back in the queue with lease_count 0',
-      params: EventParams,
-      response: { 200: ref(Event, { description: 'The event, pending again' }), ...errorResponses(400, 401, 404, 413, 415, 429, 503) }
-    }
-  }, async (request) => {
-    const organization = organizationOf(request)
-    const row = await requeueQuarantined(fastify.pg, organization.id, request.params.id)
-    if (!row) throw apiError('notFound', 'not_found', `No quarantined event ${request.params.id}`)
-    fastify.eventSignals.announce(organization.id, 1)
-    return toEventBody(row)
   })
 }
 

@@ -1,8 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { randomUUID } from 'node:crypto'
 import { Type } from 'typebox'
-import { listAttempts, notifyDeliveriesQueued, redeliverEvent, type AttemptRow } from '../../../db/deliveries.js'
-import { findEvent } from '../../../db/events.js'
+import { listAttempts, type AttemptRow } from '../../../db/deliveries.js'
 import { inTransaction } from '../../../db/transaction.js'
 import {
   deleteWebhook, findWebhook, insertWebhookWithinLimit, listWebhooks, rotateWebhookSecret, updateWebhook, type WebhookRow
@@ -14,10 +13,9 @@ import { activeSecrets, createWebhookSecret, maskSecret, signWebhook } from '../
 import { refuseWebhookUrl } from '../../../lib/webhooks/url-guard.js'
 import { organizationOf } from '../../../plugins/app/auth.js'
 import { errorResponses } from '../../../schemas/errors.js'
-import { EventParams } from '../../../schemas/events.js'
 import { ref } from '../../../schemas/ref.js'
 import {
-  CreateWebhookBody, DeliveriesQuery, DeliveryPage, RedeliverBody, RedeliverResult, UpdateWebhookBody, Webhook,
+  CreateWebhookBody, DeliveriesQuery, DeliveryPage, UpdateWebhookBody, Webhook,
   WebhookList, WebhookParams, WebhookTestResult
 } from '../../../schemas/webhooks.js'
 
@@ -191,27 +189,6 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     const signed = signWebhook(`msg_test_${randomUUID()}`, 'webhook.test', JSON.stringify({ webhook_id: webhook.id }), activeSecrets(webhook, box))
     const outcome = await testSender.send(webhook.url, signed)
     return { success: outcome.succeeded, response_status: outcome.responseStatus, error: outcome.error, duration_ms: outcome.durationMs }
-  })
-
-  fastify.post('/events/:id/redeliver', {
-    // The body is optional: no body means every matching endpoint.
-    preValidation: async (request) => { request.body ??= {} },
-    schema: {
-      tags: ['webhooks'],
-      operationId: 'redeliverEvent',
-      summary: 'Queue the event again to every matching endpoint, or to webhook_id only',
-      params: EventParams,
-      body: ref(RedeliverBody),
-      response: { 202: ref(RedeliverResult, { description: 'Queued' }), ...errorResponses(400, 401, 404, 413, 415, 429, 503) }
-    }
-  }, async (request, reply) => {
-    const organization = organizationOf(request)
-    if (!await findEvent(fastify.pg, organization.id, request.params.id)) throw apiError('notFound', 'not_found', `Event ${request.params.id} not found`)
-    const webhookId = request.body.webhook_id ?? null
-    if (webhookId !== null && !await findWebhook(fastify.pg, organization.id, webhookId)) throw notFound(webhookId)
-    const queued = await redeliverEvent(fastify.pg, organization.id, request.params.id, webhookId)
-    if (queued > 0) await notifyDeliveriesQueued(fastify.pg)
-    return reply.code(202).send({ queued })
   })
 }
 

@@ -37,7 +37,7 @@ t.test('endpoint concurrency halves on congestion, pauses for Retry-After, ignor
 function startWorker (t: Parameters<typeof buildTestApp>[0], app: FastifyInstance, settings: Partial<ConstructorParameters<typeof DeliveryWorker>[0]> = {}): DeliveryWorker {
   const worker = new DeliveryWorker({
     pool: app.pg.pool,
-    notifications: app.notifications,
+    wakeUps: app.wakeUps,
     log: { info: () => {}, warn: () => {} },
     schedule: parseRetrySchedule('0,1,1,1,1'),
     timeoutMs: 5000,

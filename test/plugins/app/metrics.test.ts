@@ -245,7 +245,7 @@ function fakeSources (queue: () => Promise<object>) {
         return client
       }
     },
-    notifications: { connected: false },
+    wakeUps: { connected: false },
     log: { warn: (_details: object, message: string) => { warnings.push(message) } }
   }
   // A pool-shaped stub: the metrics read its counts and run one transaction per queue read.
@@ -270,7 +270,7 @@ t.test('pool and listener gauges read their sources; the queue is read once per 
   await Promise.all([metrics.scrape(), metrics.scrape()])
   t.equal(fake.reads(), 2, 'concurrent scrapes share one read')
 
-  fake.fake.notifications.connected = true
+  fake.fake.wakeUps.connected = true
   failing = true
   const degraded = await metrics.scrape()
   t.equal(sampleOf(degraded, 'triggers_listener_connected'), 1)

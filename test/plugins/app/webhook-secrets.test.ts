@@ -4,7 +4,7 @@ import t from 'tap'
 import { inTransaction } from '../../../db/transaction.js'
 import { createSecretBox, parseSecretKeys } from '../../../lib/webhooks/secret-box.js'
 import { createWebhookSecret } from '../../../lib/webhooks/signing.js'
-import { resealWebhookSecrets } from '../../../plugins/app/webhook-secrets.js'
+import { resealWebhookSecrets } from '../../../lib/webhooks/secret-reseal.js'
 import { buildTestApp, createOrganization, TEST_SECRET_KEYS, type TestOrganization } from '../../support/helpers.js'
 import { createWebhook, startReceiver, waitFor, type Receiver } from '../../support/webhooks.js'
 

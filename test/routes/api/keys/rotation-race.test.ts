@@ -33,7 +33,7 @@ function holdKeyLookups (app: FastifyInstance) {
 /** Resolves once the app's listener has handled the organization's change notification (auth's handler runs first). */
 function changeHeard (app: FastifyInstance, organizationId: string): Promise<void> {
   return new Promise((resolve) => {
-    app.notifications.listen('triggers_organizations', (payload) => { if (payload === organizationId) resolve() })
+    app.wakeUps.listen('triggers_organizations', (payload) => { if (payload === organizationId) resolve() })
   })
 }
 
