@@ -1,4 +1,6 @@
-import { createDayPartition, DAY_PARTITIONED_TABLES, dropPartitions } from '../db/partitions.js'
+import { createPartitions, DAY_PARTITIONED_TABLES, dropPartitions, listPartitions } from '../db/partitions.js'
+import type { Queryable } from '../db/queryable.js'
+import { partitionEnd } from '../lib/retention.js'
 import { withClient } from './database.js'
 
 const DAY_MS = 86_400_000
@@ -8,7 +10,13 @@ const FILLED_DAY_OFFSET = 60
 const LOCK_TIMEOUT_MS = 2000
 
 const filledDay = () => new Date(Date.now() + FILLED_DAY_OFFSET * DAY_MS).toISOString().slice(0, 10)
-const partitionsOf = (day: string) => DAY_PARTITIONED_TABLES.map((table) => `${table}_p${day.replaceAll('-', '')}`)
+
+/** The day's partitions of the day-partitioned tables, in drop order (attempts, deliveries, events). */
+async function partitionsOf (client: Queryable, day: string): Promise<string[]> {
+  const dayEnd = Date.parse(`${day}T00:00:00Z`) + DAY_MS
+  const partitions = await listPartitions(client, DAY_PARTITIONED_TABLES)
+  return [...partitions.values()].flat().filter((name) => partitionEnd(name) === dayEnd)
+}
 
 export function describeRetentionDrop (rows: number): string {
   return `retention-drop: ingest while the day partitions holding ${rows} events (~200 B payloads) are dropped half-way, after the same ingest without a drop`
@@ -19,7 +27,7 @@ export async function fillDayPartition (databaseUrl: string, organizationId: str
   const started = performance.now()
   const day = filledDay()
   await withClient(databaseUrl, async (client) => {
-    for (const table of DAY_PARTITIONED_TABLES) await createDayPartition(client, table, day)
+    await createPartitions(client, { tables: DAY_PARTITIONED_TABLES, days: [day], dedupPeriods: [] })
     for (let done = 0; done < rows; done += INSERT_CHUNK) {
       await client.query(
         `INSERT INTO events (id, organization_id, type, source, payload, created_at)
@@ -28,7 +36,7 @@ export async function fillDayPartition (databaseUrl: string, organizationId: str
          FROM generate_series(1, $3) AS n`,
         [organizationId, day, Math.min(INSERT_CHUNK, rows - done)])
     }
-    await client.query(`VACUUM ANALYZE ${partitionsOf(day)[2] ?? ''}`)
+    await client.query(`VACUUM ANALYZE ${(await partitionsOf(client, day))[2] ?? ''}`)
   })
   return (performance.now() - started) / 1000
 }
@@ -40,7 +48,7 @@ export async function dropFilledPartition (databaseUrl: string): Promise<number>
     await client.query('BEGIN')
     try {
       await client.query(`SET LOCAL lock_timeout = ${LOCK_TIMEOUT_MS}`)
-      await dropPartitions(client, partitionsOf(filledDay()))
+      await dropPartitions(client, await partitionsOf(client, filledDay()))
       await client.query('COMMIT')
     } catch (error) {
       await client.query('ROLLBACK')

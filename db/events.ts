@@ -1,3 +1,4 @@
+import type { DeliveryStatus, EventStatus } from '../schemas/events.js'
 import type { Queryable } from './queryable.js'
 
 export interface NewEvent {
@@ -20,11 +21,9 @@ export interface EventFields {
   created_at: Date
 }
 
-export type InboxStatus = 'pending' | 'acknowledged' | 'quarantined'
-export type DeliveryStatus = 'none' | 'pending' | 'delivered' | 'failed'
 
 export interface EventRow extends EventFields {
-  status: InboxStatus
+  status: EventStatus
   delivery_status: DeliveryStatus
   acknowledged_at: Date | null
   /** The inserting transaction's id: with seq, the event's position in cursor order. */
@@ -45,7 +44,7 @@ export interface InboxPosition {
 }
 
 export interface InboxFilter {
-  status: InboxStatus | null
+  status: EventStatus | null
   deliveryStatus: DeliveryStatus | null
   type: string | null
   since: string | null

@@ -36,16 +36,21 @@ export async function listPartitions (db: Queryable, parents: readonly string[])
   return byParent
 }
 
-/** Creates the partition of `table` for `day` (YYYY-MM-DD, UTC) unless it exists; true when created. */
-export async function createDayPartition (client: Queryable, table: DayPartitionedTable, day: string): Promise<boolean> {
-  const { rows } = await client.query<{ created: boolean }>('SELECT create_day_partition($1::regclass, $2::date) AS created', [table, day])
-  return rows[0]?.created === true
-}
-
-/** Creates the dedup keys partition of `period` unless it exists; true when created. */
-export async function createDedupPartition (client: Queryable, period: number): Promise<boolean> {
-  const { rows } = await client.query<{ created: boolean }>('SELECT create_dedup_partition($1) AS created', [period])
-  return rows[0]?.created === true
+/**
+ * Creates what is missing of the given partitions: each table's for each day (YYYY-MM-DD, UTC) and the dedup keys'
+ * for each period. Returns the names of those it created. Names are made only by migration 010's SQL functions
+ * (`<table>_pYYYYMMDD`, `event_dedup_keys_period_<n>`), so they are read back rather than built here again.
+ */
+export async function createPartitions (client: Queryable, wanted: { tables: readonly DayPartitionedTable[], days: string[], dedupPeriods: number[] }): Promise<string[]> {
+  const parents = [...wanted.tables, DEDUP_KEYS_TABLE]
+  const before = new Set([...(await listPartitions(client, parents)).values()].flat())
+  await client.query(
+    `SELECT create_day_partition(t::regclass, d::date) FROM unnest($1::text[]) AS t, unnest($2::date[]) AS d
+     UNION ALL
+     SELECT create_dedup_partition(p) FROM unnest($3::int[]) AS p`,
+    [wanted.tables, wanted.days, wanted.dedupPeriods])
+  const after = [...(await listPartitions(client, parents)).values()].flat()
+  return after.filter((name) => !before.has(name))
 }
 
 /** Drops partitions, in the order given, in one statement (each DROP locks its parent briefly). */

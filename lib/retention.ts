@@ -1,6 +1,6 @@
 import type { Pool } from 'pg'
 import {
-  createDayPartition, createDedupPartition, DAY_PARTITIONED_TABLES, DEDUP_KEYS_TABLE, DEDUP_PERIOD_DAYS, dropPartitions,
+  createPartitions, DAY_PARTITIONED_TABLES, DEDUP_KEYS_TABLE, DEDUP_PERIOD_DAYS, dropPartitions,
   listPartitions, raiseAttemptsHorizon, tryMaintenanceLock
 } from '../db/partitions.js'
 import { inTransaction } from '../db/transaction.js'
@@ -28,7 +28,6 @@ const DAY_MS = 86_400_000
 /** The UTC day of `time` as YYYY-MM-DD. */
 const dayOf = (time: Date | number) => new Date(time).toISOString().slice(0, 10)
 const startOfDay = (day: string) => Date.parse(`${day}T00:00:00Z`)
-const compactDay = (day: string) => day.replaceAll('-', '')
 const fromCompact = (compact: string) => `${compact.slice(0, 4)}-${compact.slice(4, 6)}-${compact.slice(6, 8)}`
 
 /** Migration 010's dedup_period(). */
@@ -79,21 +78,11 @@ export async function maintainPartitions (pool: Pool, settings: RetentionSetting
   return inTransaction(pool, async (client) => {
     if (!await tryMaintenanceLock(client)) return { ran: false, created: [], dropped: [] }
     await client.query(`SET LOCAL lock_timeout = ${Math.max(1, Math.trunc(settings.lockTimeoutMs))}`)
-    const partitions = await listPartitions(client, [...DAY_PARTITIONED_TABLES, DEDUP_KEYS_TABLE])
-    const created: string[] = []
     const today = startOfDay(dayOf(now))
-    for (let ahead = 0; ahead <= settings.aheadDays; ahead++) {
-      const day = dayOf(today + ahead * DAY_MS)
-      for (const table of DAY_PARTITIONED_TABLES) {
-        const name = `${table}_p${compactDay(day)}`
-        if (!partitions.get(table)?.includes(name) && await createDayPartition(client, table, day)) created.push(name)
-      }
-    }
+    const days = Array.from({ length: settings.aheadDays + 1 }, (_, ahead) => dayOf(today + ahead * DAY_MS))
     const period = dedupPeriodOf(now)
-    for (const next of [period, period + 1]) {
-      const name = `${DEDUP_KEYS_TABLE}_period_${next}`
-      if (!partitions.get(DEDUP_KEYS_TABLE)?.includes(name) && await createDedupPartition(client, next)) created.push(name)
-    }
+    const created = await createPartitions(client, { tables: DAY_PARTITIONED_TABLES, days, dedupPeriods: [period, period + 1] })
+    const partitions = await listPartitions(client, [...DAY_PARTITIONED_TABLES, DEDUP_KEYS_TABLE])
 
     const eventsFrom = keptFrom(now, settings.eventDays)
     // A longer attempt retention than the events' is refused by the config (attempts live in their event's partitions).

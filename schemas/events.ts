@@ -1,20 +1,16 @@
 import { Type, type Static } from 'typebox'
+import { EventFields, EventId, NO_NUL_PATTERN as noNul, NullableTimestamp, Payload, Timestamp as timestamp } from './common.js'
 import { errorResponses } from './errors.js'
 import { ref } from './ref.js'
 
-const EventId = Type.String({ format: 'uuid', description: 'Event id' })
-const timestamp = Type.String({ format: 'date-time' })
-// PostgreSQL text cannot hold U+0000, so it is refused at validation time.
-const noNul = '^[^\\u0000]*$'
-
 export const EVENT_STATUSES = ['pending', 'acknowledged', 'quarantined'] as const
 export const EventStatus = Type.Enum(EVENT_STATUSES, { description: 'Inbox state: what lists and leases hand out; push outcomes never change it' })
+export type EventStatus = Static<typeof EventStatus>
 export const DELIVERY_STATUSES = ['none', 'pending', 'delivered', 'failed'] as const
 export const DeliveryStatus = Type.Enum(DELIVERY_STATUSES, {
   description: "Push state: none when no webhook matched, else from each endpoint's latest delivery (failed if any failed, pending if any is pending, delivered when all are)"
 })
-
-export const Payload = Type.Record(Type.String(), Type.Unknown(), { description: 'Any JSON object' })
+export type DeliveryStatus = Static<typeof DeliveryStatus>
 
 export const EventInput = Type.Object({
   type: Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9._:-]+$', examples: ['order.created'] }),
@@ -38,15 +34,10 @@ export const EventAccepted = Type.Object({
 export type EventAccepted = Static<typeof EventAccepted>
 
 export const Event = Type.Object({
-  event_id: EventId,
-  type: Type.String(),
-  payload: Payload,
-  dedup_id: Type.Union([Type.String(), Type.Null()]),
-  source: Type.Union([Type.String(), Type.Null()]),
+  ...EventFields,
   status: EventStatus,
   delivery_status: DeliveryStatus,
-  created_at: timestamp,
-  acknowledged_at: Type.Union([timestamp, Type.Null()])
+  acknowledged_at: NullableTimestamp
 }, { $id: 'Event' })
 export type Event = Static<typeof Event>
 

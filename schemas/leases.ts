@@ -1,8 +1,8 @@
 import { Type } from 'typebox'
-import { DeliveryStatus, Payload } from './events.js'
+import { EventFields, EventId, Timestamp } from './common.js'
+import { DeliveryStatus } from './events.js'
 import { ref } from './ref.js'
 
-const EventId = Type.String({ format: 'uuid' })
 const LeaseId = Type.String({ format: 'uuid', description: 'lease_id returned by POST /api/inbox/lease' })
 const EventIds = Type.Array(EventId, { minItems: 1, maxItems: 100, description: 'Only these events of the lease; all when absent' })
 const LeaseSeconds = Type.Integer({ minimum: 1, maximum: 3600, default: 300, description: 'How long the events stay invisible to other consumers' })
@@ -15,12 +15,7 @@ export const LeaseBody = Type.Object({
 }, { $id: 'LeaseBody', additionalProperties: false })
 
 export const LeasedEvent = Type.Object({
-  event_id: EventId,
-  type: Type.String(),
-  payload: Payload,
-  dedup_id: Type.Union([Type.String(), Type.Null()]),
-  source: Type.Union([Type.String(), Type.Null()]),
-  created_at: Type.String({ format: 'date-time' }),
+  ...EventFields,
   status: Type.Literal('pending', { description: 'Inbox state: a leased event is pending until acknowledged' }),
   delivery_status: DeliveryStatus,
   lease_count: Type.Integer({ description: 'How many times this event has been leased, this lease included' })
@@ -28,7 +23,7 @@ export const LeasedEvent = Type.Object({
 
 export const Lease = Type.Object({
   lease_id: Type.Union([LeaseId, Type.Null()]),
-  leased_until: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+  leased_until: Type.Union([Timestamp, Type.Null()]),
   events: Type.Array(ref(LeasedEvent))
 }, { $id: 'Lease' })
 
@@ -51,6 +46,6 @@ export const ExtendBody = Type.Object({
 
 export const ExtendResult = Type.Object({
   lease_id: LeaseId,
-  leased_until: Type.String({ format: 'date-time' }),
+  leased_until: Timestamp,
   event_ids: Type.Array(EventId)
 }, { $id: 'ExtendResult' })

@@ -316,7 +316,7 @@ t.test('one instance at a time maintains partitions', async (t) => {
   t.ok(dropped.includes(`events_p${compact(startOfToday())}`))
 })
 
-const MIGRATIONS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'migrations')
+const MIGRATIONS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'migrations')
 
 t.test('migrating unpartitioned tables keeps every row, id, sequence and dedup_id', async (t) => {
   const t_ = scope(t)

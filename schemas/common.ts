@@ -1,0 +1,23 @@
+import { Type } from 'typebox'
+
+/** The pieces every resource's schemas share, declared once. */
+
+export const Uuid = Type.String({ format: 'uuid' })
+export const EventId = Type.String({ format: 'uuid', description: 'Event id' })
+export const Timestamp = Type.String({ format: 'date-time' })
+export const NullableTimestamp = Type.Union([Timestamp, Type.Null()])
+export const NullableString = Type.Union([Type.String(), Type.Null()])
+// PostgreSQL text cannot hold U+0000, so it is refused at validation time.
+export const NO_NUL_PATTERN = '^[^\\u0000]*$'
+
+export const Payload = Type.Record(Type.String(), Type.Unknown(), { description: 'Any JSON object' })
+
+/** What every event answer (GET, list, lease) says of the event itself, before the consumer's state. */
+export const EventFields = {
+  event_id: EventId,
+  type: Type.String(),
+  payload: Payload,
+  dedup_id: NullableString,
+  source: NullableString,
+  created_at: Timestamp
+}
