@@ -99,17 +99,9 @@ export async function buildApp ({ config, databaseUrl, migrate = true }: AppOpti
   await app.register(sensiblePlugin)
   await app.register(errorsPlugin)
   await app.register(operatorTokensPlugin)
-  await app.register(postgresPlugin, {
-    databaseUrl,
-    directUrl,
-    migrate,
-    poolMax: processPoolMax(config),
-    connectTimeoutMs: config.DATABASE_CONNECT_TIMEOUT_MS,
-    statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS,
-    preparedStatements: config.DATABASE_PREPARED_STATEMENTS
-  })
+  await app.register(postgresPlugin, { ...poolOptions(config, databaseUrl), applicationName: 'triggers-api', migrate, poolMax: processPoolMax(config) })
   // Right after the pool: its NOTIFYs need the pool, and everything that waits or caches needs its listener.
-  await app.register(wakeUpsPlugin, { databaseUrl: directUrl })
+  await app.register(wakeUpsPlugin, { databaseUrl: directUrl, applicationName: 'triggers-api-listener' })
   // Today's partitions must exist before the first insert.
   await app.register(retentionPlugin)
   // Before everything that counts into it (rate limit, group commit, the worker) and every route (each gets its timer).
@@ -128,5 +120,31 @@ export async function buildApp ({ config, databaseUrl, migrate = true }: AppOpti
   await app.register(statsRoutes)
   await app.register(metricsRoutes)
   await app.register(apiRoutes, { prefix: '/api' })
+  return app
+}
+
+/** The pool settings both kinds of process share. */
+function poolOptions (config: Config, databaseUrl: string) {
+  return {
+    databaseUrl,
+    // LISTEN and migrations need a session of their own: DATABASE_DIRECT_URL when DATABASE_URL is a pooler.
+    directUrl: config.DATABASE_DIRECT_URL ?? databaseUrl,
+    connectTimeoutMs: config.DATABASE_CONNECT_TIMEOUT_MS,
+    statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT_MS,
+    preparedStatements: config.DATABASE_PREPARED_STATEMENTS
+  }
+}
+
+/**
+ * The separate delivery worker's process (worker.ts): the API's plugins for the pool (migrated), the wake-up
+ * listener and the webhook secret box, with no routes and no HTTP server. worker.ts runs the worker on them.
+ */
+export async function buildWorkerApp ({ config, databaseUrl }: Omit<AppOptions, 'migrate'>): Promise<FastifyInstance> {
+  const directUrl = config.DATABASE_DIRECT_URL ?? databaseUrl
+  const app = Fastify({ logger: { ...loggerOptions(config.LOG_LEVEL), name: 'triggers-worker' } })
+  await app.register(configPlugin, { config })
+  await app.register(postgresPlugin, { ...poolOptions(config, databaseUrl), applicationName: 'triggers-worker', migrate: true, poolMax: config.DATABASE_POOL_MAX })
+  await app.register(wakeUpsPlugin, { databaseUrl: directUrl, applicationName: 'triggers-worker-listener' })
+  await app.register(webhookSecretsPlugin)
   return app
 }

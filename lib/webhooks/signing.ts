@@ -42,8 +42,8 @@ export function signWebhook (eventId: string, type: string, dataJson: string, se
 
 /**
  * The spec's signature: base64 of HMAC-SHA256 over `<id>.<timestamp>.<body>`, keyed by the secret's bytes (the
- * base64 after `whsec_`). Computed with node:crypto rather than the standardwebhooks package, whose pure-JS
- * SHA-256 took an eighth of the worker's CPU in a drain; the tests check these signatures with that package.
+ * base64 after `whsec_`). node:crypto's native HMAC, since signing is on every delivery's path; the tests verify
+ * these signatures with the standardwebhooks package.
  */
 function signature (secret: string, eventId: string, timestamp: number, body: string): string {
   const key = Buffer.from(secret.startsWith(SECRET_PREFIX) ? secret.slice(SECRET_PREFIX.length) : secret, 'base64')
@@ -52,7 +52,7 @@ function signature (secret: string, eventId: string, timestamp: number, body: st
 
 /**
  * The secrets that sign right now, decrypted: the current one, and the previous one during its overlap (after
- * it, the previous secret is ignored here and cleared from the row by the sweep in plugins/webhook-secrets.ts).
+ * it, the previous secret is ignored here and cleared from the row by the sweep in plugins/app/webhook-secrets.ts).
  */
 export function activeSecrets (webhook: Pick<WebhookRow, 'secret' | 'previous_secret' | 'previous_secret_until'>, box: SecretBox, now = new Date()): string[] {
   const { previous_secret: previous, previous_secret_until: until } = webhook

@@ -13,7 +13,7 @@ const AHEAD_DAYS = 7
 const LOCK_TIMEOUT_MS = 2000
 
 /**
- * Retention (issue 14): partition maintenance at start-up, before the first request, and then every
+ * Retention: partition maintenance at start-up, before the first request, and then every
  * RETENTION_MAINTENANCE_INTERVAL_SECONDS, in every API instance (one at a time does the work, under an advisory
  * lock). A failed run is logged; partitions made ahead keep inserts working until a later run succeeds.
  */

@@ -25,10 +25,10 @@ const ANNOUNCE_DELAY_MS = 20
  * channel — key-cache invalidation, new events for long polls and streams, new deliveries for the worker — and
  * the coalesced NOTIFYs that announce this process's commits to every instance.
  */
-export default fp<{ databaseUrl: string }>(async (fastify, { databaseUrl }) => {
+export default fp<{ databaseUrl: string, applicationName: string }>(async (fastify, { databaseUrl, applicationName }) => {
   const listener = createListener({
     connectionString: databaseUrl,
-    applicationName: 'triggers-api-listener',
+    applicationName,
     log: { warn: (details, message) => fastify.log.warn(details, message), info: (message) => fastify.log.info(message) }
   })
   const arrivals = createEventArrivals(listener)

@@ -4,6 +4,8 @@ import { runMigrations } from '../../db/migrate.js'
 import { checkStatementTimeout, poolConfig, survivePoolErrors } from '../../db/pool.js'
 
 export interface DbOptions {
+  /** How the pool's connections name themselves in pg_stat_activity. */
+  applicationName: string
   /** The pool's server: DATABASE_URL, which may be a transaction-mode pooler. */
   databaseUrl: string
   /** A direct connection (DATABASE_DIRECT_URL, else databaseUrl): migrations and their advisory lock. */
@@ -26,7 +28,7 @@ export default fp<DbOptions>(async (fastify, options) => {
   const pooled = options.directUrl !== options.databaseUrl
   await fastify.register(fastifyPostgres, poolConfig({
     connectionString: options.databaseUrl,
-    applicationName: 'triggers-api',
+    applicationName: options.applicationName,
     max: options.poolMax,
     connectTimeoutMs: options.connectTimeoutMs,
     statementTimeoutMs: options.statementTimeoutMs,
