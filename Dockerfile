@@ -54,7 +54,7 @@ USER node
 EXPOSE 3000
 # Liveness only (the process answers HTTP): a database outage must not get healthy API containers restarted.
 # Orchestrators route traffic on readiness instead, GET /health/ready (503 while the database does not answer);
-# see the README's Docker section.
+# see docs/operations.md (Health probes).
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 3000) + '/health').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # No init process (tini): node is PID 1 and both entry points handle SIGTERM and SIGINT themselves (close-with-grace),
