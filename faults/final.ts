@@ -78,10 +78,19 @@ async function checkStored (context: Context, phase: PhaseResult): Promise<numbe
   return lost.length
 }
 
-/** Outages may answer 503 and a killed instance may refuse connections; nothing else is acceptable. */
+/**
+ * Only a phase whose fault takes down something ingest needs may see 503s, and a killed instance may refuse
+ * connections; nothing else is acceptable.
+ */
 function checkAnswers (context: Context, phase: PhaseResult, perInstance: Array<[string, InstanceTally]>): void {
   const tallies = perInstance.map(([, tally]) => tally)
   const evidence = tallies.flatMap((tally) => tally.samples).join('\n      ')
+  const status503 = sum(tallies, (tally) => tally.status503)
+  // Counted in the table either way; a phase with an outage (PostgreSQL down) may answer 503 for it.
+  if (phase.outage === undefined) {
+    context.checks.add(phase.name, `${phase.name}: no 503 (nothing ingest needs is down in this phase)`, status503 === 0,
+      status503 === 0 ? '' : `${status503} answers 503\n      ${tallies.flatMap((tally) => tally.samples503).join('\n      ')}`)
+  }
   const other5xx = sum(tallies, (tally) => tally.other5xx)
   context.checks.add(phase.name, `${phase.name}: no 5xx other than 503`, other5xx === 0, other5xx === 0 ? '' : evidence)
   const otherStatus = sum(tallies, (tally) => tally.otherStatus)

@@ -43,6 +43,7 @@ export const killApi: PhaseSpec = {
 export const restartDatabase: PhaseSpec = {
   id: 'restart-pg',
   name: 'PostgreSQL restart',
+  outage: 'PostgreSQL restarts',
   async during (context, _load, result) {
     const started = Date.now()
     await restartPostgres()
