@@ -86,6 +86,16 @@ export async function claimedDeliveries (organizationId: string): Promise<number
   })
 }
 
+/** The earliest retry the worker has scheduled for the organization (it wakes for it by itself); null if none. */
+export async function nextScheduledAttempt (organizationId: string): Promise<Date | null> {
+  return await withClient(async (client) => {
+    const { rows: [row] } = await client.query<{ at: Date | null }>(
+      `SELECT min(d.next_attempt_at) AS at FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
+       WHERE w.organization_id = $1 AND d.status = 'pending' AND d.next_attempt_at > now()`, [organizationId])
+    return row?.at ?? null
+  })
+}
+
 export interface EndpointSummary extends DeliveryTally {
   minAttempts: number
   maxAttempts: number
