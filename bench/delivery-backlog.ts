@@ -50,7 +50,8 @@ async function insertBacklog (databaseUrl: string, organizationId: string, webho
 /**
  * Partial by design (the backlog is not drained): every delivery the database calls delivered reached the
  * receiver, and the receiver saw nothing of another organization. Received but not yet recorded ones were in
- * flight when the worker stopped and stay pending (sent again later: at least once).
+ * flight when the worker stopped and stay pending (sent again later: at least once). Nothing delivered fails:
+ * the worker's RSS was then not that of a worker draining a backlog.
  */
 async function checkBacklog (databaseUrl: string, organizationId: string, webhookId: string, endpoint: ReceiverEndpoint): Promise<{ ok: boolean, summary: string }> {
   const received = [...endpoint.eventIds()]
@@ -62,12 +63,13 @@ async function checkBacklog (databaseUrl: string, organizationId: string, webhoo
        WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = r.id AND e.organization_id = $2)`, [received, organizationId])
     const missing = delivered.rows.filter((row) => !endpoint.has(row.event_id)).length
     const unknown = foreign.rows[0]?.n ?? 0
-    const ok = missing === 0 && unknown === 0 && endpoint.malformed === 0
+    const ok = delivered.rows.length > 0 && missing === 0 && unknown === 0 && endpoint.malformed === 0
     const unrecorded = received.length - unknown - (delivered.rows.length - missing)
+    const verdict = delivered.rows.length === 0 ? 'NOTHING TO CHECK (nothing delivered)' : ok ? 'OK' : 'MISMATCH'
     return {
       ok,
       summary: `${delivered.rows.length} delivered, ${missing} of them not received, ${unknown} unknown ids received, ` +
-        `${unrecorded} received but not yet recorded at the stop, ${endpoint.duplicates} duplicates: ${ok ? 'OK' : 'MISMATCH'}`
+        `${unrecorded} received but not yet recorded at the stop, ${endpoint.duplicates} duplicates: ${verdict}`
     }
   })
 }
@@ -109,6 +111,7 @@ export async function measureBacklog (context: DeliveryContext, rows: number): P
       duplicates: endpoint.duplicates,
       rowCheck: check.summary,
       rowCheckOk: check.ok,
+      failures: [],
       workerPeakRssMb: drain.peakRssMb,
       serverPeakRssMb: undefined
     }

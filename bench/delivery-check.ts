@@ -99,7 +99,7 @@ function receiverCounts (hook: Hook, eventIds: Set<string>): { received: number,
  * After a scenario: the organization's events are exactly those the API accepted; every event has a
  * `delivered` delivery for each matching webhook in the database, and its receiver endpoint saw it at least
  * once (and nothing else). Duplicates (an event received twice at one endpoint) are counted, not failed:
- * delivery is at least once.
+ * delivery is at least once. No event at all fails: 0/0 delivered agrees but checks nothing.
  */
 export async function checkDeliveries (databaseUrl: string, organizationId: string, acceptedIds: string[], hooks: Hook[]): Promise<DeliveryCheck> {
   const { eventIds, webhooks, retries } = await webhookCounts(databaseUrl, organizationId)
@@ -112,7 +112,7 @@ export async function checkDeliveries (databaseUrl: string, organizationId: stri
   const unexpected = seen.reduce((sum, counts) => sum + counts.unexpected, 0)
   const malformed = hooks.reduce((sum, hook) => sum + hook.endpoint.malformed, 0)
   const duplicates = hooks.reduce((sum, hook) => sum + hook.endpoint.duplicates, 0)
-  const ok = eventsOk && webhooks.length === hooks.length && expected === eventIds.size * hooks.length &&
+  const ok = eventIds.size > 0 && eventsOk && webhooks.length === hooks.length && expected === eventIds.size * hooks.length &&
     delivered === expected && missing === 0 && unexpected === 0 && malformed === 0
   const problems = [
     eventsOk ? '' : `, ${acceptedIds.length} accepted`,
@@ -120,6 +120,6 @@ export async function checkDeliveries (databaseUrl: string, organizationId: stri
     malformed > 0 ? `, ${malformed} malformed requests` : ''
   ].join('')
   const summary = `${eventIds.size} events × ${hooks.length} endpoints: ${delivered}/${expected} delivered, ${received}/${expected} received` +
-    `${problems}, ${duplicates} duplicates, ${retries} retries: ${ok ? 'OK' : 'MISMATCH'}`
+    `${problems}, ${duplicates} duplicates, ${retries} retries: ${eventIds.size === 0 ? 'NOTHING TO CHECK (no event)' : ok ? 'OK' : 'MISMATCH'}`
   return { ok, summary, duplicates }
 }

@@ -12,8 +12,10 @@ const PACED_MAX_IN_FLIGHT = 256
 export interface SentEvents {
   /** Ids of the events the API reported as stored. */
   acceptedIds: string[]
-  /** Requests answered with a non-2xx status or not answered at all. */
+  /** Requests answered with a non-2xx status, answered without an accepted event, or not answered at all. */
   failedRequests: number
+  /** The failed requests by what they got (`500`, `200 without an accepted event`, `no answer`), for the report. */
+  failedAnswers: Map<string, number>
   /** Events per second actually sent (a paced sender that fell behind sends fewer than asked). */
   sentPerSecond: number
 }
@@ -26,7 +28,11 @@ function deliveryEventBody (): () => object {
 
 /** Sends one request and collects what it reports as stored; errors are counted, never thrown. */
 function collector (baseUrl: string, organization: Organization) {
-  const sent: SentEvents = { acceptedIds: [], failedRequests: 0, sentPerSecond: 0 }
+  const sent: SentEvents = { acceptedIds: [], failedRequests: 0, failedAnswers: new Map(), sentPerSecond: 0 }
+  const fail = (answer: string) => {
+    sent.failedRequests++
+    sent.failedAnswers.set(answer, (sent.failedAnswers.get(answer) ?? 0) + 1)
+  }
   const post = async (path: string, body: object) => {
     try {
       const response = await fetch(`${baseUrl}${path}`, {
@@ -35,13 +41,20 @@ function collector (baseUrl: string, organization: Organization) {
         body: JSON.stringify(body)
       })
       const ids = acceptedIdsOf(response.status, await response.text())
-      if (ids.length === 0) sent.failedRequests++
+      if (ids.length === 0) fail(response.status >= 200 && response.status < 300 ? `${response.status} without an accepted event` : String(response.status))
       sent.acceptedIds.push(...ids)
     } catch {
-      sent.failedRequests++
+      fail('no answer')
     }
   }
   return { sent, post }
+}
+
+/** `3 ingest requests failed (500 ×2, no answer ×1)`, or nothing when none failed. */
+export function sendFailures (sent: SentEvents): string[] {
+  if (sent.failedRequests === 0) return []
+  const answers = [...sent.failedAnswers].map(([answer, count]) => `${answer} ×${count}`).join(', ')
+  return [`${sent.failedRequests} ingest requests failed (${answers})`]
 }
 
 /** Queues `count` events through POST /api/events/batch as fast as the API takes them. */

@@ -1,5 +1,5 @@
 import { checkDeliveries, waitForArrivals, waitForRecorded, type DeliveryCheck, type Hook } from './delivery-check.js'
-import { queueEvents, sendPaced, type SentEvents } from './delivery-load.js'
+import { queueEvents, sendFailures, sendPaced, type SentEvents } from './delivery-load.js'
 import { addWebhook, createOrganization, type Organization } from './organizations.js'
 import type { Receiver, ReceiverEndpoint } from './receiver.js'
 import { SLOW_ENDPOINT_ROWS, type DeliveryResult } from './report.js'
@@ -107,13 +107,14 @@ function result (name: string, phase: Phase, measured: Hook[], check: DeliveryCh
     latencyMs: withLatency && latencies.length > 0 ? percentiles(latencies) : undefined,
     sentPerSecond: withLatency ? phase.sent.sentPerSecond : undefined,
     duplicates: check.duplicates,
+    rowCheck: check.summary,
+    rowCheckOk: check.ok,
     // A failed ingest request is not a delivery mismatch, but it leaves the scenario short of its events.
-    rowCheck: phase.sent.failedRequests > 0 ? `${check.summary}; ${phase.sent.failedRequests} ingest requests failed` : check.summary,
-    rowCheckOk: check.ok && phase.sent.failedRequests === 0,
+    failures: sendFailures(phase.sent),
     ...peaks
   }
   const latency = row.latencyMs ? `, latency p50 ${row.latencyMs.p50.toFixed(1)} ms p99 ${row.latencyMs.p99.toFixed(1)} ms` : ''
-  console.log(`${name}: ${perSecond.toFixed(0)} deliveries/s${latency}; ${row.rowCheck}`)
+  console.log(`${name}: ${perSecond.toFixed(0)} deliveries/s${latency}; ${row.rowCheck}${row.failures.map((failure) => `; FAILED: ${failure}`).join('')}`)
   return row
 }
 

@@ -25,6 +25,8 @@ export interface HttpRun {
   acceptedIds: Set<string>
   /** dedup_ids of requests whose answer was never read (autocannon drops in-flight requests at the end). */
   unansweredDedupIds: Set<string>
+  /** Answers per HTTP status, so a failed run says what it got. */
+  statuses: Map<number, number>
 }
 
 /** An event body of about PAYLOAD_BYTES as text, with the dedup_id spliced in (cheap for the load generator). */
@@ -96,6 +98,7 @@ export function acceptedIdsOf (status: number, body: string): string[] {
 export async function runHttpLoad (baseUrl: string, organization: Organization, scenario: HttpScenario, seconds: number): Promise<HttpRun> {
   const acceptedIds = new Set<string>()
   const unansweredDedupIds = new Set<string>()
+  const statuses = new Map<number, number>()
   // autocannon hands setupRequest and onResponse the same context object for one request.
   const dedupIdsOf = new WeakMap<object, string[]>()
   const result = await autocannon({
@@ -112,12 +115,33 @@ export async function runHttpLoad (baseUrl: string, organization: Organization, 
         return { ...request, body }
       },
       onResponse: (status, body, context) => {
+        statuses.set(status, (statuses.get(status) ?? 0) + 1)
         for (const dedupId of dedupIdsOf.get(context) ?? []) unansweredDedupIds.delete(dedupId)
         for (const id of acceptedIdsOf(status, body)) acceptedIds.add(id)
       }
     }]
   })
-  return { result, acceptedIds, unansweredDedupIds }
+  return { result, acceptedIds, unansweredDedupIds, statuses }
+}
+
+/** `404 ×1200, 500 ×3`: the statuses other than 2xx and how often each came. */
+export function describeStatuses (statuses: Map<number, number>): string {
+  return [...statuses].filter(([status]) => status < 200 || status >= 300).sort(([a], [b]) => a - b)
+    .map(([status, count]) => `${status} ×${count}`).join(', ')
+}
+
+/**
+ * Why a run's figures cannot stand. Every HTTP scenario expects a 2xx for every request (the rate limit is
+ * out of reach, a repeated dedup_id is answered 200), so a run with no 2xx measured only failures, and any
+ * other answer or a request left without one means the figures are not those of the scenario.
+ */
+export function loadFailures (run: Pick<HttpRun, 'result' | 'statuses'>): string[] {
+  const { result } = run
+  const failures: string[] = []
+  if (result['2xx'] === 0) failures.push(`no request was answered 2xx (${result.requests.sent} sent): nothing was measured`)
+  if (result.non2xx > 0) failures.push(`${result.non2xx} non-2xx answers (${describeStatuses(run.statuses)}) where none is expected`)
+  if (result.errors > 0) failures.push(`${result.errors} requests failed without an answer (${result.timeouts} timeouts)`)
+  return failures
 }
 
 export interface RowCheck {
@@ -128,7 +152,7 @@ export interface RowCheck {
 /**
  * Counted after the run has settled. Every accepted id needs its row (nothing acknowledged and lost), and no
  * other row may exist except those of requests cut off at the end (committed, but their answer was dropped).
- * `outboxPerEvent` > 0 also checks that each row has that many deliveries.
+ * `outboxPerEvent` > 0 also checks that each row has that many deliveries. No accepted event fails the check.
  */
 export async function checkRows (databaseUrl: string, organizationId: string, run: HttpRun, outboxPerEvent = 0): Promise<RowCheck> {
   return await withClient(databaseUrl, async (client) => {
@@ -145,6 +169,9 @@ export async function checkRows (databaseUrl: string, organizationId: string, ru
     const outboxOk = outboxPerEvent === 0 || counts.deliveries === counts.rows * outboxPerEvent
     const cutOff = counts.cut_off > 0 ? ` + ${counts.cut_off} cut off at the end` : ''
     const outbox = outboxPerEvent === 0 ? '' : `, ${counts.deliveries} outbox rows`
-    return { ok: rowsOk && outboxOk, summary: `${counts.rows} rows = ${accepted} accepted${cutOff}${outbox}: ${rowsOk && outboxOk ? 'OK' : 'MISMATCH'}` }
+    const counted = `${counts.rows} rows = ${accepted} accepted${cutOff}${outbox}`
+    // 0 rows = 0 accepted agrees, but proves nothing: the check has to have had something to check.
+    if (accepted === 0) return { ok: false, summary: `${counted}: NOTHING TO CHECK (no event accepted)` }
+    return { ok: rowsOk && outboxOk, summary: `${counted}: ${rowsOk && outboxOk ? 'OK' : 'MISMATCH'}` }
   })
 }

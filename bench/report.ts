@@ -16,6 +16,8 @@ export interface ScenarioResult {
   eventsPerInsert: number | undefined
   rowCheck: string
   rowCheckOk: boolean
+  /** Why the run's figures cannot stand (see loadFailures); empty when they can. */
+  failures: string[]
 }
 
 export interface SoakResult {
@@ -25,6 +27,8 @@ export interface SoakResult {
   startMb: number
   endMb: number
   peakMb: number
+  /** An RSS series of a server answering errors is not that of steady ingest. */
+  failures: string[]
 }
 
 /** One row of the delivery table: deliveries of the measured endpoints of one scenario (or phase of it). */
@@ -43,6 +47,8 @@ export interface DeliveryResult {
   duplicates: number
   rowCheck: string
   rowCheckOk: boolean
+  /** Why the scenario's figures cannot stand apart from the row check (failed ingest requests); empty when they can. */
+  failures: string[]
   workerPeakRssMb: number | undefined
   serverPeakRssMb: number | undefined
 }
@@ -63,7 +69,7 @@ export interface Report {
   soak: SoakResult | undefined
   deliveries: DeliveryResult[]
   backlog: BacklogResult | undefined
-  profile: { scenario: string, frames: string[] } | undefined
+  profile: { scenario: string, frames: string[], failures: string[] } | undefined
 }
 
 const fixed = (value: number, digits = 0) => value.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits })
@@ -220,6 +226,23 @@ function deliverySection (report: Report): string[] {
 
 const fixedOrNa = (value: number | undefined, digits: number) => value === undefined ? 'n/a' : fixed(value, digits)
 
+/**
+ * Everything that makes the run fail, one line each: a row check that did not pass (a mismatch, or nothing to
+ * check), and a run that cannot have measured what it names. Timings and targets are never among them.
+ */
+export function benchFailures (report: Report): string[] {
+  const of = (name: string, result: { rowCheck: string, rowCheckOk: boolean, failures: string[] }) => [
+    ...(result.rowCheckOk ? [] : [`${name}: row check: ${result.rowCheck}`]),
+    ...result.failures.map((failure) => `${name}: ${failure}`)
+  ]
+  return [
+    ...report.scenarios.flatMap((result) => of(result.name, result)),
+    ...(report.soak?.failures ?? []).map((failure) => `soak: ${failure}`),
+    ...report.deliveries.flatMap((result) => of(result.name, result)),
+    ...(report.profile?.failures ?? []).map((failure) => `CPU profile of ${report.profile?.scenario ?? ''}: ${failure}`)
+  ]
+}
+
 export function renderReport (report: Report): string {
   const lines = [
     `Machine: ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${fixed(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, ${os.platform()} ${os.release()}`,
@@ -229,6 +252,8 @@ export function renderReport (report: Report): string {
   if (report.scenarios.length > 0 || report.soak) lines.push(...ingestSection(report))
   if (report.deliveries.length > 0) lines.push(...deliverySection(report))
   if (report.profile) lines.push('', `CPU profile of the server during \`${report.profile.scenario}\` (self time, top frames):`, '', ...report.profile.frames)
+  const failures = benchFailures(report)
+  if (failures.length > 0) lines.push('', `**FAILED** (${failures.length}):`, '', ...failures.map((failure) => `- ${failure}`))
   return lines.join('\n')
 }
 

@@ -8,21 +8,23 @@ import {
   DELIVERY_SCENARIOS, describeDeliveryScenarios, runDeliveryScenarios, type DeliveryContext, type DeliveryScenarioName
 } from './delivery.js'
 import {
-  batches, checkRows, CONNECTIONS, PAYLOAD_BYTES, repeatedEvent, runHttpLoad, singleEvents, type HttpScenario
+  batches, checkRows, CONNECTIONS, loadFailures, PAYLOAD_BYTES, repeatedEvent, runHttpLoad, singleEvents, type HttpScenario
 } from './http-load.js'
 import { ADMIN_TOKEN, addWebhook, createOrganization, deleteCreatedOrganizations, type Organization } from './organizations.js'
 import { countRows, runRawInserts } from './raw-insert.js'
 import { startReceiver, type Receiver } from './receiver.js'
 import { describeRetentionDrop, dropFilledPartition, fillDayPartition } from './retention-drop.js'
-import { renderReport, saveReport, type Report, type ScenarioResult, type SoakResult } from './report.js'
+import { benchFailures, renderReport, saveReport, type Report, type ScenarioResult, type SoakResult } from './report.js'
 import { peakMb, sampleRss, startServer, type BenchServer } from './server.js'
 
 /**
  * `npm run bench`: the ingest scenarios of issue 5 against the production build, each after a warm-up, a soak
  * for memory growth, then the delivery scenarios of issue 9 (a separate dist/worker.js per scenario); prints
  * the tables, appends them to bench/results/<date>.md, and fails if a row check fails (an acknowledged event
- * without its row, a row nobody was told about, an event not delivered to an endpoint). No timing assertions
- * anywhere: the numbers depend on the machine and are reported, not enforced.
+ * without its row, a row nobody was told about, an event not delivered to an endpoint, nothing to check) or a
+ * run cannot have measured its scenario (no request succeeded, a non-2xx answer or a request left unanswered,
+ * a failed INSERT); see benchFailures. No timing assertions anywhere: the numbers depend on the machine and
+ * are reported, not enforced.
  */
 const WARM_UP_SECONDS = positiveNumber(process.env.BENCH_WARM_UP_SECONDS, 3)
 const DURATION_SECONDS = positiveNumber(process.env.BENCH_DURATION_SECONDS, 10)
@@ -134,7 +136,9 @@ async function measureHttp (server: BenchServer, databaseUrl: string, spec: Http
   const rows = await checkRows(databaseUrl, organization.id, run, spec.outboxPerEvent)
   const check = note === undefined ? rows : { ...rows, summary: `${note}; ${rows.summary}` }
   const { result } = run
-  console.log(`${spec.name}: ${result.requests.average.toFixed(0)} requests/s, p99 ${result.latency.p99} ms; ${check.summary}`)
+  const failures = loadFailures(run)
+  console.log(`${spec.name}: ${result.requests.average.toFixed(0)} requests/s, p99 ${result.latency.p99} ms; ${check.summary}` +
+    failures.map((failure) => `; FAILED: ${failure}`).join(''))
   return {
     name: spec.name,
     requestsPerSecond: result.requests.average,
@@ -149,7 +153,8 @@ async function measureHttp (server: BenchServer, databaseUrl: string, spec: Http
       ? undefined
       : (after.events - before.events) / (after.groups - before.groups),
     rowCheck: check.summary,
-    rowCheckOk: check.ok
+    rowCheckOk: check.ok,
+    failures
   }
 }
 
@@ -165,9 +170,13 @@ async function measureRaw (server: BenchServer, databaseUrl: string): Promise<Sc
   const organization = await createOrganization(server.baseUrl, 'bench-raw')
   const run = await runRawInserts(databaseUrl, organization.id, DURATION_SECONDS)
   const rows = await countRows(databaseUrl, organization.id)
-  const ok = rows === run.inserts
-  const summary = `${rows} rows = ${run.inserts} inserts: ${ok ? 'OK' : 'MISMATCH'}`
-  console.log(`raw: ${(run.inserts / run.seconds).toFixed(0)} inserts/s, p99 ${run.latencyMs.p99.toFixed(1)} ms; ${summary}`)
+  // 0 rows = 0 inserts agrees but checks nothing.
+  const ok = rows === run.inserts && run.inserts > 0
+  const summary = `${rows} rows = ${run.inserts} inserts: ${run.inserts === 0 ? 'NOTHING TO CHECK (no INSERT succeeded)' : ok ? 'OK' : 'MISMATCH'}`
+  // Nothing here should fail: a failed INSERT means the figures are not those of the obvious design.
+  const failures = run.errors > 0 ? [`${run.errors} INSERTs failed`] : []
+  console.log(`raw: ${(run.inserts / run.seconds).toFixed(0)} inserts/s, p99 ${run.latencyMs.p99.toFixed(1)} ms; ${summary}` +
+    failures.map((failure) => `; FAILED: ${failure}`).join(''))
   return {
     name: 'raw',
     requestsPerSecond: run.inserts / run.seconds,
@@ -179,7 +188,8 @@ async function measureRaw (server: BenchServer, databaseUrl: string): Promise<Sc
     peakRssMb: undefined,
     eventsPerInsert: 1,
     rowCheck: summary,
-    rowCheckOk: ok
+    rowCheckOk: ok,
+    failures
   }
 }
 
@@ -191,19 +201,23 @@ async function soak (server: BenchServer): Promise<SoakResult> {
   const rssEvery10sMb: number[] = []
   let requests = 0
   let peakMb = 0
+  const failures: string[] = []
   for (let slice = 0; slice < slices; slice++) {
     const { result: run, rssSamples } = await sampleRss(server, () => runHttpLoad(server.baseUrl, organization, scenario, 10))
     requests += run.result.requests.total
     peakMb = Math.max(peakMb, ...rssSamples)
     rssEvery10sMb.push(rssSamples.at(-1) ?? 0)
+    failures.push(...loadFailures(run).map((failure) => `${(slice + 1) * 10} s slice: ${failure}`))
   }
+  for (const failure of failures) console.log(`soak: FAILED: ${failure}`)
   return {
     seconds: slices * 10,
     requestsPerSecond: requests / (slices * 10),
     rssEvery10sMb,
     startMb: rssEvery10sMb[0] ?? 0,
     endMb: rssEvery10sMb.at(-1) ?? 0,
-    peakMb
+    peakMb,
+    failures
   }
 }
 
@@ -230,12 +244,13 @@ async function withServer<T> (
   }
 }
 
-async function profile (databaseUrl: string, name: keyof typeof PROFILED_SCENARIOS): Promise<string[]> {
-  await withServer(databaseUrl, 'off', async (server) => {
+/** The top frames of a profiled run, and why they would not be the scenario's (a profile of error answers). */
+async function profile (databaseUrl: string, name: keyof typeof PROFILED_SCENARIOS): Promise<{ scenario: string, frames: string[], failures: string[] }> {
+  const run = await withServer(databaseUrl, 'off', async (server) => {
     const organization = await createOrganization(server.baseUrl, `bench-profile-${name}`)
-    await runHttpLoad(server.baseUrl, organization, PROFILED_SCENARIOS[name](), DURATION_SECONDS)
+    return await runHttpLoad(server.baseUrl, organization, PROFILED_SCENARIOS[name](), DURATION_SECONDS)
   }, PROFILE_DIR)
-  return topFrames(PROFILE_DIR)
+  return { scenario: name, frames: await topFrames(PROFILE_DIR), failures: loadFailures(run) }
 }
 
 /**
@@ -348,7 +363,7 @@ async function main (): Promise<number> {
     console.log(`each scenario: ${WARM_UP_SECONDS} s warm-up, then ${DURATION_SECONDS} s measured at ${CONNECTIONS} connections\n`)
     const { scenarios, soak: soakResult } = await runIngestScenarios(database.url, receiver.url)
     const { deliveries, backlog } = await runDelivery(database.url, receiver)
-    const report = renderReport({
+    const results: Report = {
       database: `${process.env.DATABASE_URL ? 'DATABASE_URL' : 'embedded'}, ${await databaseVersion(database.url)}`,
       settings: `${CONNECTIONS} connections, ${WARM_UP_SECONDS} s warm-up + ${DURATION_SECONDS} s per scenario, ~${PAYLOAD_BYTES} B payloads, ` +
         `production build, LOG_LEVEL=${LOG_LEVEL}; ${WEBHOOKS_PER_ORGANIZATION} webhooks per organization in the ` +
@@ -358,11 +373,15 @@ async function main (): Promise<number> {
       soak: soakResult,
       deliveries,
       backlog,
-      profile: CPU_PROFILE === undefined ? undefined : { scenario: CPU_PROFILE, frames: await profile(database.url, CPU_PROFILE) }
-    })
+      profile: CPU_PROFILE === undefined ? undefined : await profile(database.url, CPU_PROFILE)
+    }
+    const report = renderReport(results)
     console.log(`\n${report}`)
     console.log(`\nappended to ${await saveReport(report, RESULTS_DIR)}`)
-    return [...scenarios, ...deliveries].every((result) => result.rowCheckOk) ? 0 : 1
+    // The same list ends the report; repeated last so that it is what a CI log shows.
+    const failures = benchFailures(results)
+    if (failures.length > 0) console.error(`\nbench FAILED: ${failures.length} check(s):\n${failures.map((failure) => `  ${failure}`).join('\n')}`)
+    return failures.length === 0 ? 0 : 1
   } finally {
     receiver.close()
     console.log('removing the organizations the run created, with their events')

@@ -30,17 +30,21 @@ export interface DeliveryTally {
   delivered: number
   failed: number
   pending: number
+  /** Attempts recorded over these deliveries: grows while the worker is making progress. */
+  attempts: number
 }
 
 const TALLY = `count(*) FILTER (WHERE status = 'delivered')::int AS delivered,
                count(*) FILTER (WHERE status = 'failed')::int AS failed,
-               count(*) FILTER (WHERE status = 'pending')::int AS pending`
+               count(*) FILTER (WHERE status = 'pending')::int AS pending,
+               coalesce(sum(attempts), 0)::int AS attempts`
+const NO_DELIVERIES: DeliveryTally = { delivered: 0, failed: 0, pending: 0, attempts: 0 }
 
 /** Deliveries (to every endpoint) of the given events, by status. */
 export async function deliveriesOfEvents (eventIds: string[]): Promise<DeliveryTally> {
   return await withClient(async (client) => {
     const { rows: [tally] } = await client.query<DeliveryTally>(`SELECT ${TALLY} FROM deliveries WHERE event_id = ANY($1::uuid[])`, [eventIds])
-    return tally ?? { delivered: 0, failed: 0, pending: 0 }
+    return tally ?? NO_DELIVERIES
   })
 }
 
@@ -49,7 +53,7 @@ export async function deliveriesOfOrganization (organizationId: string): Promise
   return await withClient(async (client) => {
     const { rows: [tally] } = await client.query<DeliveryTally>(
       `SELECT ${TALLY} FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE w.organization_id = $1`, [organizationId])
-    return tally ?? { delivered: 0, failed: 0, pending: 0 }
+    return tally ?? NO_DELIVERIES
   })
 }
 
@@ -82,28 +86,62 @@ export async function claimedDeliveries (organizationId: string): Promise<number
   })
 }
 
+/** The earliest retry the worker has scheduled for the organization (it wakes for it by itself); null if none. */
+export async function nextScheduledAttempt (organizationId: string): Promise<Date | null> {
+  return await withClient(async (client) => {
+    const { rows: [row] } = await client.query<{ at: Date | null }>(
+      `SELECT min(d.next_attempt_at) AS at FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
+       WHERE w.organization_id = $1 AND d.status = 'pending' AND d.next_attempt_at > now()`, [organizationId])
+    return row?.at ?? null
+  })
+}
+
 export interface EndpointSummary extends DeliveryTally {
   minAttempts: number
   maxAttempts: number
   /** The most frequent outcomes of its attempts (error text or status), with counts. */
   outcomes: string[]
-  /** How late the latest retry went out after it came due (or, if still waiting, how overdue it is now). */
-  retryLateSeconds: number
+  /** Every recorded attempt's event id, once per attempt: compared with what the receiver saw. */
+  attemptedEventIds: string[]
+  retries: RetryOrder
 }
 
-/** A retry starts at attempted_at - duration_ms; it was due at the previous attempt's next_attempt_at. */
-const RETRY_LATENESS = `WITH attempts AS (
-    SELECT attempted_at - make_interval(secs => duration_ms / 1000.0) AS started,
-           lag(next_attempt_at) OVER (PARTITION BY delivery_id ORDER BY attempt) AS due
+/**
+ * The order of an endpoint's attempts, each delivery's taken in the order they started. Violations are
+ * counts of attempts; lateness (a retry's start after the moment it came due) is a figure, never a verdict.
+ */
+export interface RetryOrder {
+  /** Attempts whose number is not the previous one's + 1 (a gap, a repeat, or a retry before the attempt it follows). */
+  outOfSequence: number
+  /** Retries that started before the previous attempt of the same delivery had ended. */
+  overlapping: number
+  /** Retries that started before the previous attempt's next_attempt_at (earlier than the schedule's delay). */
+  early: number
+  retries: number
+  latenessP50Seconds: number | undefined
+  latenessMaxSeconds: number | undefined
+}
+
+/**
+ * attempted_at is when an attempt started (the worker stamps it before sending), duration_ms how long it
+ * took; next_attempt_at is when the next may start (set from the end of the send plus the schedule's delay,
+ * and the claim only takes it once the database's clock has passed it).
+ */
+const RETRY_ORDER = `WITH a AS (
+    SELECT attempt, attempted_at AS started,
+           lag(attempt) OVER w AS previous_attempt,
+           lag(attempted_at + make_interval(secs => duration_ms / 1000.0)) OVER w AS previous_ended,
+           lag(next_attempt_at) OVER w AS due
     FROM delivery_attempts WHERE webhook_id = $1
-  ), late AS (
-    SELECT started - due AS lateness FROM attempts WHERE due IS NOT NULL
-    UNION ALL
-    SELECT now() - next_attempt_at FROM deliveries
-    WHERE webhook_id = $1 AND status = 'pending' AND attempts > 0 AND next_attempt_at < now()
-      AND (claimed_until IS NULL OR claimed_until < now())
+    WINDOW w AS (PARTITION BY delivery_id ORDER BY attempted_at, attempt)
   )
-  SELECT coalesce(max(extract(epoch FROM lateness)), 0)::float AS seconds FROM late`
+  SELECT count(*) FILTER (WHERE (previous_attempt IS NULL AND attempt <> 1) OR attempt <> previous_attempt + 1)::int AS out_of_sequence,
+         count(*) FILTER (WHERE started <= previous_ended)::int AS overlapping,
+         count(*) FILTER (WHERE started < due)::int AS early,
+         count(*) FILTER (WHERE previous_attempt IS NOT NULL)::int AS retries,
+         percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM started - due)::float8) FILTER (WHERE due IS NOT NULL)::float AS p50,
+         max(extract(epoch FROM started - due)) FILTER (WHERE due IS NOT NULL)::float AS max
+  FROM a`
 
 export async function endpointSummary (webhookId: string): Promise<EndpointSummary> {
   return await withClient(async (client) => {
@@ -112,15 +150,28 @@ export async function endpointSummary (webhookId: string): Promise<EndpointSumma
     const { rows: outcomes } = await client.query<{ outcome: string, count: number }>(
       `SELECT coalesce(error, 'status ' || response_status) AS outcome, count(*)::int AS count FROM delivery_attempts
        WHERE webhook_id = $1 GROUP BY 1 ORDER BY 2 DESC LIMIT 3`, [webhookId])
-    const { rows: [late] } = await client.query<{ seconds: number }>(RETRY_LATENESS, [webhookId])
+    const { rows: attempted } = await client.query<{ event_id: string }>(
+      'SELECT event_id::text AS event_id FROM delivery_attempts WHERE webhook_id = $1', [webhookId])
+    const { rows: [order] } = await client.query<{
+      out_of_sequence: number, overlapping: number, early: number, retries: number, p50: number | null, max: number | null
+    }>(RETRY_ORDER, [webhookId])
     return {
       delivered: summary?.delivered ?? 0,
       failed: summary?.failed ?? 0,
       pending: summary?.pending ?? 0,
+      attempts: summary?.attempts ?? 0,
       minAttempts: summary?.min_attempts ?? 0,
       maxAttempts: summary?.max_attempts ?? 0,
       outcomes: outcomes.map((row) => `${row.count}× ${row.outcome}`),
-      retryLateSeconds: late?.seconds ?? 0
+      attemptedEventIds: attempted.map((row) => row.event_id),
+      retries: {
+        outOfSequence: order?.out_of_sequence ?? 0,
+        overlapping: order?.overlapping ?? 0,
+        early: order?.early ?? 0,
+        retries: order?.retries ?? 0,
+        latenessP50Seconds: order?.p50 ?? undefined,
+        latenessMaxSeconds: order?.max ?? undefined
+      }
     }
   })
 }

@@ -5,11 +5,15 @@ import {
 } from './database.js'
 import type { InstanceTally } from './load.js'
 import type { Context, PhaseResult } from './phase.js'
-import { readUntil, waitUntil } from './wait.js'
+import { readUntil, waitWhileProgressing } from './wait.js'
 import { POOL_MAX } from './settings.js'
 
-/** Long enough for the retry schedule and a killed worker's claims; pending after this means stuck. */
-const DELIVERIES_DEADLINE_MS = 60_000
+/**
+ * Deliveries are waited for while attempts keep being recorded (a busy machine is slow, not wrong); stuck
+ * means no attempt for longer than the retry schedule, a timeout and a killed worker's lapsing claims take.
+ */
+const DELIVERIES_STALL_MS = 30_000
+const DELIVERIES_MAX_MS = 600_000
 /** An announcement may hold a pool client for a few ms after the last answer; a leak never returns. */
 const POOL_SETTLE_MS = 5000
 const BUSY_STATES = new Set(['active', 'idle in transaction', 'idle in transaction (aborted)'])
@@ -33,14 +37,16 @@ function sum (tallies: InstanceTally[], pick: (tally: InstanceTally) => number):
   return tallies.reduce((total, tally) => total + pick(tally), 0)
 }
 
-/** Waits (bounded) for every delivery of the load's organization to end; returns what is still pending. */
+/** Waits for every delivery of the load's organization to end while they make progress; shows what is still pending. */
 export async function settleDeliveries (context: Context): Promise<void> {
   const started = Date.now()
-  await waitUntil(async () => (await deliveriesOfOrganization(context.organization.id)).pending === 0, DELIVERIES_DEADLINE_MS, 1000)
+  const { stalled } = await waitWhileProgressing(() => deliveriesOfOrganization(context.organization.id), (tally) => tally.pending === 0,
+    (tally) => tally.attempts, DELIVERIES_STALL_MS, DELIVERIES_MAX_MS, 1000)
   const tally = await deliveriesOfOrganization(context.organization.id)
   const stuck = tally.pending === 0 ? [] : await pendingDeliveries(context.organization.id)
+  const why = tally.pending === 0 ? '' : stalled ? ` (no attempt recorded for the last ${DELIVERIES_STALL_MS / 1000} s)` : ' (still progressing, given up)'
   context.checks.add('final', 'every queued delivery ended delivered or failed (none stuck)', tally.pending === 0,
-    `${tally.delivered} delivered, ${tally.failed} failed, ${tally.pending} pending after ${seconds((Date.now() - started) / 1000)} s` +
+    `${tally.delivered} delivered, ${tally.failed} failed, ${tally.pending} pending after ${seconds((Date.now() - started) / 1000)} s${why}` +
     stuck.map((row) => `\n      stuck: ${row.url} after ${row.attempts} attempts, next attempt due ${seconds(row.due_seconds_ago)} s ago, ` +
       `claimed until ${row.claimed_until?.toISOString() ?? 'none'}`).join(''))
 }
@@ -78,10 +84,19 @@ async function checkStored (context: Context, phase: PhaseResult): Promise<numbe
   return lost.length
 }
 
-/** Outages may answer 503 and a killed instance may refuse connections; nothing else is acceptable. */
+/**
+ * Only a phase whose fault takes down something ingest needs may see 503s, and a killed instance may refuse
+ * connections; nothing else is acceptable.
+ */
 function checkAnswers (context: Context, phase: PhaseResult, perInstance: Array<[string, InstanceTally]>): void {
   const tallies = perInstance.map(([, tally]) => tally)
   const evidence = tallies.flatMap((tally) => tally.samples).join('\n      ')
+  const status503 = sum(tallies, (tally) => tally.status503)
+  // Counted in the table either way; a phase with an outage (PostgreSQL down) may answer 503 for it.
+  if (phase.outage === undefined) {
+    context.checks.add(phase.name, `${phase.name}: no 503 (nothing ingest needs is down in this phase)`, status503 === 0,
+      status503 === 0 ? '' : `${status503} answers 503\n      ${tallies.flatMap((tally) => tally.samples503).join('\n      ')}`)
+  }
   const other5xx = sum(tallies, (tally) => tally.other5xx)
   context.checks.add(phase.name, `${phase.name}: no 5xx other than 503`, other5xx === 0, other5xx === 0 ? '' : evidence)
   const otherStatus = sum(tallies, (tally) => tally.otherStatus)

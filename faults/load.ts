@@ -31,6 +31,8 @@ export interface InstanceTally {
   timeouts: number
   /** The first few unexpected answers and errors, as evidence. */
   samples: string[]
+  /** The first few 503 answers: evidence when a phase without an outage gets them. */
+  samples503: string[]
 }
 
 export interface LoadResult {
@@ -45,7 +47,7 @@ export interface LoadResult {
 const SAMPLES = 3
 
 function emptyTally (): InstanceTally {
-  return { ok: 0, status503: 0, other5xx: 0, otherStatus: 0, connectionErrors: 0, timeouts: 0, samples: [] }
+  return { ok: 0, status503: 0, other5xx: 0, otherStatus: 0, connectionErrors: 0, timeouts: 0, samples: [], samples503: [] }
 }
 
 function describeError (error: unknown): string {
@@ -152,7 +154,8 @@ export class Load {
     if (status === 503) tally.status503++
     else if (status >= 500) tally.other5xx++
     else tally.otherStatus++
-    if (status !== 503 && tally.samples.length < SAMPLES) tally.samples.push(`${target.label}: ${status} ${body.slice(0, 300)}`)
+    const samples = status === 503 ? tally.samples503 : tally.samples
+    if (samples.length < SAMPLES) samples.push(`${target.label}: ${status} ${body.slice(0, 300)}`)
   }
 }
 

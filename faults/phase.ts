@@ -40,6 +40,8 @@ export interface PhaseResult {
   hookedAcked: string[]
   /** Instances the phase killed on purpose: their connection errors are expected. */
   killed: string[]
+  /** What the phase takes down that ingest needs (so 503 answers are expected); undefined: none may come. */
+  outage: string | undefined
   recovery: string[]
   wakeUp: string[]
   notes: string[]
@@ -51,6 +53,11 @@ export interface PhaseSpec {
   name: string
   hookedType?: string
   maxHooked?: number
+  /**
+   * What the fault takes down that ingest depends on, when it does: only then may the API answer 503 (database
+   * unavailable). In any other phase a 503 fails it.
+   */
+  outage?: string
   /** Injects the fault while the load runs, and waits for recovery. */
   during: (context: Context, load: Load, result: PhaseResult) => Promise<void>
   /** Checks made after the load stopped. */
@@ -72,7 +79,9 @@ export function instances (context: Context): [ApiInstance, ApiInstance] {
 export async function runPhase (context: Context, spec: PhaseSpec): Promise<PhaseResult> {
   console.log(`\n== ${spec.name}`)
   const since = Date.now()
-  const result: PhaseResult = { name: spec.name, startedAt: since, load: undefined, acked: [], hookedAcked: [], killed: [], recovery: [], wakeUp: [], notes: [] }
+  const result: PhaseResult = {
+    name: spec.name, startedAt: since, load: undefined, acked: [], hookedAcked: [], killed: [], outage: spec.outage, recovery: [], wakeUp: [], notes: []
+  }
   const offsets = await logOffsets(context)
   const load = startLoad(context, spec)
   try {

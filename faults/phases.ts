@@ -2,9 +2,9 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { rateLimitRemaining } from './api.js'
 import { seconds } from './checks.js'
 import { startWorker } from './cluster.js'
-import { deliveriesOfEvents, endpointSummary } from './database.js'
+import { deliveriesOfEvents, endpointSummary, type RetryOrder } from './database.js'
 import { instances, recoverApi, type Context, type FaultyEndpoint, type PhaseResult, type PhaseSpec } from './phase.js'
-import { readUntil, waitUntil } from './wait.js'
+import { readUntil, waitUntil, waitWhileProgressing } from './wait.js'
 import { restartPostgres, startRedis, stopRedis } from './services.js'
 import { CLAIM_SECONDS, RETRY_SCHEDULE, TYPES } from './settings.js'
 import { checkLongPollWakeUp, checkWebhookWakeUp } from './wake-ups.js'
@@ -19,10 +19,12 @@ const MIN_SENDS_IN_FLIGHT = 5
  * finds a free slot, and lateness measures the worker's timing rather than that throttle.
  */
 const FAULTY_EVENTS = 8
-/** A timely worker ends the faulty deliveries in about 3 timeouts + the schedule (~9 s); twice that and more. */
-const SETTLE_TIMEOUT_MS = 20_000
-/** Jitter (10 %) and the claim loop's own pace; anything later waited for a poll or a stray notification. */
-const MAX_RETRY_LATE_SECONDS = 2
+/**
+ * The faulty deliveries are waited for as long as attempts keep being recorded: a busy machine makes them
+ * slow, not wrong. Stuck means no new attempt for this long (several timeouts, delays and a lapsed claim).
+ */
+const SETTLE_STALL_MS = 30_000
+const SETTLE_MAX_MS = 300_000
 
 /** (1) kill -9 of instance A under load; restarted at once, as a process manager would. */
 export const killApi: PhaseSpec = {
@@ -43,6 +45,7 @@ export const killApi: PhaseSpec = {
 export const restartDatabase: PhaseSpec = {
   id: 'restart-pg',
   name: 'PostgreSQL restart',
+  outage: 'PostgreSQL restarts',
   async during (context, _load, result) {
     const started = Date.now()
     await restartPostgres()
@@ -115,26 +118,58 @@ export const faultyReceivers: PhaseSpec = {
     await waitUntil(() => load.hookedCount >= FAULTY_EVENTS, 10_000)
   },
   async after (context, result) {
-    const settled = await waitUntil(async () => (await deliveriesOfEvents(result.hookedAcked)).pending === 0, SETTLE_TIMEOUT_MS, 500)
-    if (!settled) result.notes.push(`deliveries of this phase still pending ${SETTLE_TIMEOUT_MS / 1000} s after the load stopped`)
-    const lateness: Array<[string, number]> = []
-    for (const endpoint of context.faulty) lateness.push([endpoint.receiver.behaviour, await checkFaultyEndpoint(context, this.name, endpoint, result)])
-    const latest = Math.max(...lateness.map(([, late]) => late))
-    context.checks.add(this.name, `${this.name}: retries sent on schedule (${RETRY_SCHEDULE.join(',')} s, at most ${MAX_RETRY_LATE_SECONDS} s late)`,
-      latest <= MAX_RETRY_LATE_SECONDS, `latest retry after it came due: ${lateness.map(([behaviour, late]) => `${behaviour} ${seconds(late)} s`).join(', ')}`)
+    const started = Date.now()
+    const { ok: settled, stalled } = await waitWhileProgressing(() => deliveriesOfEvents(result.hookedAcked), (tally) => tally.pending === 0,
+      (tally) => tally.attempts, SETTLE_STALL_MS, SETTLE_MAX_MS, 500)
+    result.notes.push(settled
+      ? `the faulty deliveries ended ${seconds((Date.now() - started) / 1000)} s after the load stopped`
+      : `deliveries of this phase still pending ${seconds((Date.now() - started) / 1000)} s after the load stopped (${stalled ? `no attempt for ${SETTLE_STALL_MS / 1000} s` : 'still progressing'})`)
+    for (const endpoint of context.faulty) await checkFaultyEndpoint(context, this.name, endpoint, result)
   }
 }
 
-/** Every delivery to a faulty endpoint ends `failed` once the schedule is used up; returns its retries' lateness (s). */
-async function checkFaultyEndpoint (context: Context, phase: string, { receiver, webhookId }: FaultyEndpoint, result: PhaseResult): Promise<number> {
+/**
+ * Every delivery to a faulty endpoint ends `failed` once the schedule is used up; its attempts came in order,
+ * each retry after the previous attempt ended and not before the schedule's delay; the receiver saw each
+ * attempt exactly once (none lost between worker and receiver, none sent twice). How late the retries were
+ * after they came due is reported, not judged: on a shared machine it measures the machine as much as the worker.
+ */
+async function checkFaultyEndpoint (context: Context, phase: string, { receiver, webhookId }: FaultyEndpoint, result: PhaseResult): Promise<void> {
   const summary = await endpointSummary(webhookId)
+  const { behaviour } = receiver
   const allFailed = summary.failed > 0 && summary.pending === 0 && summary.delivered === 0
   const exhausted = summary.minAttempts === RETRY_SCHEDULE.length && summary.maxAttempts === RETRY_SCHEDULE.length
-  result.notes.push(`${receiver.behaviour} receiver: ${summary.outcomes.join('; ')}`)
-  context.checks.add(phase, `${phase}: ${receiver.behaviour} endpoint's deliveries end failed after ${RETRY_SCHEDULE.length} attempts`, allFailed && exhausted,
+  result.notes.push(`${behaviour} receiver: ${summary.outcomes.join('; ')}`)
+  result.notes.push(`${behaviour} receiver: ${describeLateness(summary.retries)}`)
+  context.checks.add(phase, `${phase}: ${behaviour} endpoint's deliveries end failed after ${RETRY_SCHEDULE.length} attempts`, allFailed && exhausted,
     `${summary.failed} failed, ${summary.pending} pending, ${summary.delivered} delivered; attempts ${summary.minAttempts}–${summary.maxAttempts}; ` +
     `${receiver.requests} requests reached the receiver`)
-  return summary.retryLateSeconds
+  const { outOfSequence, overlapping, early, retries } = summary.retries
+  context.checks.add(phase, `${phase}: ${behaviour} endpoint's retries in order, each after the attempt before it ended and not before its delay (${RETRY_SCHEDULE.join(',')} s)`,
+    retries > 0 && outOfSequence === 0 && overlapping === 0 && early === 0,
+    `${retries} retries: ${outOfSequence} out of sequence, ${overlapping} before the previous attempt ended, ${early} before they were due`)
+  const sends = compareSends(receiver.arrivals, summary.attemptedEventIds)
+  context.checks.add(phase, `${phase}: ${behaviour} receiver saw every recorded attempt once (none lost, no duplicate sends)`,
+    summary.attemptedEventIds.length > 0 && sends.lost === 0 && sends.extra === 0,
+    `${summary.attemptedEventIds.length} attempts recorded, ${receiver.requests} requests received; ${sends.lost} recorded but not received, ${sends.extra} received beyond the recorded`)
+}
+
+/** Per event: recorded attempts the receiver never saw, and requests it got beyond them (or for events never attempted). */
+function compareSends (arrivals: Map<string, number>, attemptedEventIds: string[]): { lost: number, extra: number } {
+  const recorded = new Map<string, number>()
+  for (const id of attemptedEventIds) recorded.set(id, (recorded.get(id) ?? 0) + 1)
+  let lost = 0
+  let extra = 0
+  for (const id of new Set([...recorded.keys(), ...arrivals.keys()])) {
+    const difference = (arrivals.get(id) ?? 0) - (recorded.get(id) ?? 0)
+    if (difference < 0) lost -= difference
+    else extra += difference
+  }
+  return { lost, extra }
+}
+
+function describeLateness ({ retries, latenessP50Seconds, latenessMaxSeconds }: RetryOrder): string {
+  return `${retries} retries started after they came due by p50 ${seconds(latenessP50Seconds, 2)} s, max ${seconds(latenessMaxSeconds, 2)} s`
 }
 
 /** The five faults, in the order of the issue; runPhase runs each under load. */

@@ -15,6 +15,8 @@ export class Receiver {
   inFlight = 0
   /** How long the healthy receiver takes to answer; raised while the worker is killed mid-send. */
   delayMs = 0
+  /** When the last request arrived (ms since the epoch): the worker was busy then. */
+  lastArrivalAt: number | undefined
   private readonly waiters = new Map<string, () => void>()
 
   private constructor (readonly behaviour: Behaviour, private readonly server: Server, readonly url: string) {}
@@ -70,6 +72,7 @@ export class Receiver {
     const header = request.headers['webhook-id']
     const eventId = typeof header === 'string' ? header : 'missing'
     this.arrivals.set(eventId, (this.arrivals.get(eventId) ?? 0) + 1)
+    this.lastArrivalAt = Date.now()
     this.waiters.get(eventId)?.()
     this.waiters.delete(eventId)
     request.resume()

@@ -18,3 +18,27 @@ export async function readUntil<T> (read: () => Promise<T> | T, accept: (value: 
     await sleep(intervalMs)
   }
 }
+
+/**
+ * Reads `read` every `intervalMs` until `done` likes a value, for as long as `progress` of the values keeps
+ * growing: gives up once it has not grown for `stallMs` (stuck), or after `maxMs` whatever happens. A busy
+ * machine makes the work slow, which is waited for; only work that stops is a failure.
+ */
+export async function waitWhileProgressing<T> (
+  read: () => Promise<T>, done: (value: T) => boolean, progress: (value: T) => number, stallMs: number, maxMs: number, intervalMs = POLL_MS
+): Promise<{ ok: boolean, stalled: boolean, last: T }> {
+  const deadline = Date.now() + maxMs
+  let mark = Number.NEGATIVE_INFINITY
+  let movedAt = Date.now()
+  for (;;) {
+    const last = await read()
+    if (done(last)) return { ok: true, stalled: false, last }
+    if (progress(last) > mark) {
+      mark = progress(last)
+      movedAt = Date.now()
+    }
+    const stalled = Date.now() - movedAt >= stallMs
+    if (stalled || Date.now() >= deadline) return { ok: false, stalled, last }
+    await sleep(intervalMs)
+  }
+}
