@@ -18,7 +18,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     schema: {
       operationId: 'getMetrics',
       tags: ['health'],
-      summary: 'Metrics of this process in the Prometheus text format (see the README for the list)',
+      summary: 'Metrics of this process in the Prometheus text format (listed in docs/operations.md)',
       security: metricsSecurity,
       response: {
         200: {
