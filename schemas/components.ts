@@ -5,7 +5,7 @@ import {
 } from './events.js'
 import { CacheStats, IngestStats, Liveness, NotReady, PoolStats, Readiness } from './health.js'
 import { ApiKey, GenerateKeyBody, KeyInfo, RotatedKey } from './keys.js'
-import { ExtendBody, ExtendResult, Lease, LeaseAckResult, LeaseBody, LeaseEventsBody, LeasedEvent, ReleaseResult } from './leases.js'
+import { ExtendResult, Lease, LeaseAckResult, LeaseEventsBody, LeasedEvent, ReleaseResult } from './leases.js'
 import {
   CreateWebhookBody, Delivery, DeliveryPage, RedeliverBody, RedeliverResult, UpdateWebhookBody, Webhook, WebhookList, WebhookTestResult
 } from './webhooks.js'
@@ -20,6 +20,6 @@ export const NAMED_SCHEMAS: TSchema[] = [
   Liveness, PoolStats, Readiness, NotReady, CacheStats, IngestStats,
   GenerateKeyBody, ApiKey, KeyInfo, RotatedKey,
   EventInput, EventAccepted, Event, BatchBody, BatchItemResult, BatchResult, Acknowledged, BulkAckBody, BulkAckResult, InboxPage,
-  LeaseBody, LeasedEvent, Lease, LeaseEventsBody, LeaseAckResult, ReleaseResult, ExtendBody, ExtendResult,
+  LeasedEvent, Lease, LeaseEventsBody, LeaseAckResult, ReleaseResult, ExtendResult,
   CreateWebhookBody, UpdateWebhookBody, Webhook, WebhookList, Delivery, DeliveryPage, RedeliverBody, RedeliverResult, WebhookTestResult
 ]

@@ -7,12 +7,14 @@ const LeaseId = Type.String({ format: 'uuid', description: 'lease_id returned by
 const EventIds = Type.Array(EventId, { minItems: 1, maxItems: 100, description: 'Only these events of the lease; all when absent' })
 const LeaseSeconds = Type.Integer({ minimum: 1, maximum: 3600, default: 300, description: 'How long the events stay invisible to other consumers' })
 
+// Request bodies with defaults stay inline in the OpenAPI document, not among its named schemas: generators
+// (openapi-typescript's default options) read a named schema's defaulted properties as always present.
 export const LeaseBody = Type.Object({
   limit: Type.Integer({ minimum: 1, maximum: 100, default: 10 }),
   lease_seconds: LeaseSeconds,
   wait_seconds: Type.Integer({ minimum: 0, maximum: 20, default: 0, description: 'Long poll: wait up to this long for events when none are available' }),
   type: Type.Optional(Type.String({ minLength: 1, maxLength: 100 }))
-}, { $id: 'LeaseBody', additionalProperties: false })
+}, { additionalProperties: false })
 
 export const LeasedEvent = Type.Object({
   ...EventFields,
@@ -42,7 +44,7 @@ export const ReleaseResult = Type.Object({ released: Type.Array(EventId) }, { $i
 export const ExtendBody = Type.Object({
   lease_id: LeaseId,
   lease_seconds: Type.Integer({ minimum: 1, maximum: 3600 })
-}, { $id: 'ExtendBody', additionalProperties: false })
+}, { additionalProperties: false })
 
 export const ExtendResult = Type.Object({
   lease_id: LeaseId,

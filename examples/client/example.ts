@@ -57,3 +57,8 @@ const event = await api.GET('/api/events/{id}', { params: { path: { id: sent.dat
 if (event.error) fail('reading the event', event.error)
 console.log(`event ${event.data.event_id} is ${event.data.status} since ${event.data.acknowledged_at ?? 'never'}`)
 if (event.data.status !== 'acknowledged') throw new Error(`expected the event to be acknowledged, not ${event.data.status}`)
+
+// A lease body leaves out what has a default (limit, lease_seconds, wait_seconds): nothing is left to lease now.
+const lease = await api.POST('/api/inbox/lease', { body: { type: 'order.created' } })
+if (lease.error) fail('leasing', lease.error)
+console.log(`leased ${lease.data.events.length} events (lease ${lease.data.lease_id ?? 'none'})`)

@@ -28,7 +28,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       tags: ['inbox'],
       operationId: 'leaseEvents',
       summary: 'Lease the oldest available events; with wait_seconds, wait for some to arrive',
-      body: ref(LeaseBody),
+      body: LeaseBody,
       response: { 200: ref(Lease, { description: 'The events leased (none: lease_id null)' }), ...errorResponses(400, 401, 413, 415, 429, 503) }
     }
   }, async (request, reply) => {
@@ -99,7 +99,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       tags: ['inbox'],
       operationId: 'extendLease',
       summary: 'Extend an unexpired lease to lease_seconds from now',
-      body: ref(ExtendBody),
+      body: ExtendBody,
       response: { 200: ref(ExtendResult, { description: 'The lease\'s new expiry' }), ...errorResponses(400, 401, 404, 413, 415, 429, 503) }
     }
   }, async (request) => {

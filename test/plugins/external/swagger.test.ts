@@ -171,7 +171,17 @@ t.test('what a request may leave out (a default fills it in) is optional, and en
   const parameters = (document.paths['/api/inbox']?.get as Operation & { parameters: Array<{ name: string, required: boolean }> }).parameters
   t.same(parameters.filter((parameter) => parameter.required).map((parameter) => parameter.name), [], 'no query parameter of the inbox is required')
   const schemas = document.components.schemas as Record<string, { required?: string[], properties: Record<string, { enum?: unknown[], type?: string }> }>
-  t.same(schemas.LeaseBody?.required, undefined, 'limit, lease_seconds and wait_seconds have defaults')
+  const leaseBody = (document.paths['/api/inbox/lease']?.post as Operation & { requestBody: { content: Record<string, { schema: { required?: string[], properties?: object, $ref?: string } }> } }).requestBody.content['application/json']?.schema
+  t.equal(leaseBody?.$ref, undefined, 'a body with defaults is inline, where generators keep defaulted properties optional')
+  t.ok(leaseBody?.properties, 'and its properties are there')
+  t.same(leaseBody?.required, undefined, 'limit, lease_seconds and wait_seconds have defaults')
+  const operations = Object.values(document.paths).flatMap((item) => Object.values(item ?? {})) as Array<{ requestBody?: { content?: Record<string, { schema?: { $ref?: string } }> } }>
+  const namedBodies = operations.flatMap((operation) => {
+    const ref = operation.requestBody?.content?.['application/json']?.schema?.$ref
+    return ref === undefined ? [] : [ref.split('/').at(-1) ?? '']
+  })
+  const defaulted = namedBodies.filter((name) => Object.values(schemas[name]?.properties ?? {}).some((property) => 'default' in property))
+  t.same(defaulted, [], 'no named request body has a property with a default')
   t.same(schemas.EventInput?.required, ['type', 'payload'])
   t.equal(schemas.Event?.properties.status?.type, 'string', 'a string enum has type string')
   t.same(schemas.Event?.properties.status?.enum, ['pending', 'acknowledged', 'quarantined'])
