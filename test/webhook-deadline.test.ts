@@ -1,8 +1,9 @@
 import t from 'tap'
 import { createWebhookSender } from '../lib/webhooks/send.js'
 import { signWebhook } from '../lib/webhooks/signing.js'
+import { buildTestApp, createOrganization } from './helpers.js'
 import { OK_HEAD, answerOk, endlessBody, startScriptedReceiver, trickle, type ScriptedRequest } from './scripted-receiver.js'
-import { waitFor } from './webhook-helpers.js'
+import { createWebhook, waitFor } from './webhook-helpers.js'
 
 // Sends below get one attempt's deadline each; receivers trickle far slower than that, so no answer could
 // complete within it (the head takes OK_HEAD.length × 100 ms, several seconds).
@@ -104,4 +105,48 @@ t.test('a send aborted by its caller is a shutdown, not a timeout', async (t) =>
   t.match(await sending, { succeeded: false, timedOut: false, error: /aborted: worker shutting down/ })
   t.match(await sender.send(receiver.url('/late'), signed(), stop.signal), { succeeded: false, error: /aborted/ }, 'an already aborted signal sends nothing')
   t.equal(receiver.requests.length, 1)
+})
+
+t.test('POST /api/webhooks/:id/test answers within its deadline against a trickling receiver', async (t) => {
+  const app = await buildTestApp(t, { WEBHOOK_ALLOW_PRIVATE_URLS: 'true', WEBHOOK_TIMEOUT_MS: '500' })
+  const organization = await createOrganization(app)
+  const receiver = await startScriptedReceiver(t)
+  receiver.answer = (request) => {
+    if (request.path === '/trickle-head') trickle(request, OK_HEAD, TRICKLE_EVERY_MS)
+    else {
+      request.socket.write('HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n')
+      trickle(request, 'x'.repeat(1000), TRICKLE_EVERY_MS)
+    }
+  }
+  const headHook = await createWebhook(t, app, organization, { url: receiver.url('/trickle-head') })
+  const bodyHook = await createWebhook(t, app, organization, { url: receiver.url('/trickle-body') })
+
+  const timedOut = await app.inject({ method: 'POST', url: `/api/webhooks/${headHook.id}/test`, headers: organization.headers })
+  t.equal(timedOut.statusCode, 200)
+  t.match(timedOut.json(), { success: false, response_status: null, error: 'timed out after 500 ms' })
+  const headRequest = receiver.requests.find((request) => request.path === '/trickle-head')
+  t.ok(headRequest !== undefined && headRequest.written < OK_HEAD.length, 'answered while the receiver was still trickling its head')
+
+  const accepted = await app.inject({ method: 'POST', url: `/api/webhooks/${bodyHook.id}/test`, headers: organization.headers })
+  t.match(accepted.json(), { success: true, response_status: 200, error: null }, 'a 200 whose body trickles is a success, decided by its status line')
+  const bodyRequest = receiver.requests.find((request) => request.path === '/trickle-body')
+  t.ok(bodyRequest !== undefined && bodyRequest.written < 1000, 'answered while the body was still trickling')
+  await waitFor('both test sends\' connections to close', () => receiver.requests.every((request) => request.closed))
+  t.ok(receiver.requests.every((request) => request.closedBySender), 'closed by the sender')
+})
+
+t.test('a test send is not held behind other organizations\' test sends stuck on the same host', async (t) => {
+  const app = await buildTestApp(t, { WEBHOOK_ALLOW_PRIVATE_URLS: 'true', WEBHOOK_TIMEOUT_MS: '5000' })
+  const stuckOrganization = await createOrganization(app)
+  const other = await createOrganization(app)
+  const receiver = await startScriptedReceiver(t)
+  receiver.answer = (request) => { if (request.path === '/ok') answerOk(request); else trickle(request, OK_HEAD, TRICKLE_EVERY_MS) }
+  const stuckHook = await createWebhook(t, app, stuckOrganization, { url: receiver.url('/trickle') })
+  const okHook = await createWebhook(t, app, other, { url: receiver.url('/ok') })
+  const stuckTests = [1, 2, 3].map(() => app.inject({ method: 'POST', url: `/api/webhooks/${stuckHook.id}/test`, headers: stuckOrganization.headers }))
+  await waitFor('three stuck test sends at the receiver', () => receiver.requests.length === 3)
+  const ok = await app.inject({ method: 'POST', url: `/api/webhooks/${okHook.id}/test`, headers: other.headers })
+  t.match(ok.json(), { success: true, response_status: 200 })
+  t.ok(receiver.requests.filter((request) => request.path === '/trickle').every((request) => !request.closed), 'answered while all three were still trickling')
+  for (const stuck of await Promise.all(stuckTests)) t.match(stuck.json(), { success: false, error: 'timed out after 5000 ms' })
 })
