@@ -4,7 +4,7 @@ import { DELIVERIES_CHANNEL, claimDeliveries, recordAttempts, releaseClaims, typ
 import { inTransaction } from '../../db/transaction.js'
 import type { Config } from '../../plugins/config.js'
 import type { Notifications } from '../listener.js'
-import { EndpointLimits, type EndpointSignal } from './endpoint-limits.js'
+import { EndpointLimits, OrganizationSlots, organizationSlotLimit, type EndpointSignal } from './endpoint-limits.js'
 import { nextRetryDelayMs, parseRetrySchedule, type RetrySchedule } from './retry-schedule.js'
 import { createSecretBox, type SecretBox } from './secret-box.js'
 import { createWebhookSender, type SendOutcome, type WebhookSender } from './send.js'
@@ -58,10 +58,10 @@ const retryableRecordError = (error: unknown) => ['40P01', '40001'].includes((er
 
 /**
  * The delivery loop: claims due deliveries in batches (SKIP LOCKED, endpoints in turn, each up to its free
- * capacity, with a claim that lapses if the worker dies), sends them concurrently over kept-alive connection
- * pools per origin, each under a deadline that ends before its claim could lapse, and records finished attempts
- * in batches (one statement, one commit each). Per-endpoint concurrency adapts to the receiver
- * (endpoint-limits.ts). Written here rather than on a job-queue library
+ * capacity, each organization up to half the worker's slots, with a claim that lapses if the worker dies), sends
+ * them concurrently over kept-alive connection pools per origin, each under a deadline that ends before its
+ * claim could lapse, and records finished attempts in batches (one statement, one commit each). Per-endpoint
+ * concurrency adapts to the receiver (endpoint-limits.ts). Written here rather than on a job-queue library
  * because the deliveries table is both the queue and the record users read, and the per-endpoint capacity,
  * fairness and event status rules are ours. Wakes on NOTIFY (through the process's one listener) and when
  * sends finish; polls as a fallback (retries coming due are found that way).
@@ -69,6 +69,7 @@ const retryableRecordError = (error: unknown) => ['40P01', '40001'].includes((er
 export class DeliveryWorker {
   private readonly inFlight = new Set<Promise<void>>()
   private readonly limits: EndpointLimits
+  private readonly organizations: OrganizationSlots
   private readonly sender: WebhookSender
   private readonly stopping = new AbortController()
   private readonly unsent: string[] = []
@@ -89,6 +90,7 @@ export class DeliveryWorker {
     // Every send in flight listens on the stop signal: hundreds at once are expected, not a leak.
     setMaxListeners(0, this.stopping.signal)
     this.limits = new EndpointLimits({ initial: options.endpointConcurrency, max: Math.max(options.endpointConcurrency, options.endpointMaxConcurrency) })
+    this.organizations = new OrganizationSlots(organizationSlotLimit(options.workerConcurrency))
     // No cap on connections per origin: the worker's slots and the endpoints' windows bound them, and a cap would
     // queue a healthy endpoint's sends behind a stuck one's on a shared host.
     this.sender = createWebhookSender({
@@ -121,6 +123,11 @@ export class DeliveryWorker {
   /** The adaptive concurrency of one endpoint in this worker (for tests and stats). */
   endpointWindow (webhookId: string): number {
     return this.limits.windowOf(webhookId)
+  }
+
+  /** Sends in flight for one organization's endpoints in this worker (for tests and stats). */
+  organizationInFlight (organizationId: string): number {
+    return this.organizations.inFlightOf(organizationId)
   }
 
   private async run (): Promise<void> {
@@ -161,7 +168,9 @@ export class DeliveryWorker {
       limit: room,
       claimSeconds,
       capacities: this.limits.capacities(),
-      defaultCapacity: this.options.endpointConcurrency
+      defaultCapacity: this.options.endpointConcurrency,
+      organizationCapacities: this.organizations.capacities(),
+      defaultOrganizationCapacity: this.organizations.limit
     })
     for (const delivery of claimed) this.dispatch(delivery, claimStarted + claimSeconds * 1000)
     return claimed.length === room
@@ -169,6 +178,7 @@ export class DeliveryWorker {
 
   private dispatch (delivery: ClaimedDelivery, claimEnds: number): void {
     this.limits.started(delivery.webhook_id)
+    this.organizations.started(delivery.organization_id)
     const task = this.deliver(delivery, claimEnds).catch((error: unknown): EndpointSignal => {
       // Unsent and unrecorded: the claim lapses and the delivery is tried again.
       this.options.log.warn({ err: error, delivery_id: delivery.id }, 'delivering failed before sending')
@@ -176,6 +186,7 @@ export class DeliveryWorker {
     }).then((signal) => {
       this.inFlight.delete(task)
       this.limits.finished(delivery.webhook_id, signal)
+      this.organizations.finished(delivery.organization_id)
       this.wake()
     })
     this.inFlight.add(task)
