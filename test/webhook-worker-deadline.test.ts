@@ -102,61 +102,74 @@ t.test('an organization holds at most half of a worker\'s slots', async (t) => {
   t.same(slots.capacities(), [['a', 1]], 'and are forgotten once nothing is in flight')
 })
 
-t.test('trickling receivers: cut off within the deadline, never sent twice meanwhile, and another organization is not held behind them', async (t) => {
+t.test('trickling receivers are cut off within the deadline and never sent twice while their sends run', async (t) => {
   const app = await appFor(t)
-  const slow = await createOrganization(app)
-  const other = await createOrganization(app)
-  // One receiver for both, so both endpoints share an origin (as many organizations' endpoints on one SaaS host do).
+  const organization = await createOrganization(app)
   const receiver = await startScriptedReceiver(t)
   const body = 'x'.repeat(1000)
   receiver.answer = (request) => {
     // One trickles its status line and headers; the other sends its headers at once and then its body a byte
     // at a time (the receiver of the hardening issue, which held each send 80 s).
     if (request.path === '/trickle') trickle(request, OK_HEAD, TRICKLE_EVERY_MS)
-    else if (request.path === '/trickle-body') {
+    else {
       request.socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n`)
       trickle(request, body, TRICKLE_EVERY_MS)
-    } else answerOk(request)
+    }
   }
-  const trickling = await createWebhook(t, app, slow, { url: receiver.url('/trickle') })
-  const tricklingBody = await createWebhook(t, app, slow, { url: receiver.url('/trickle-body') })
-  await createWebhook(t, app, other, { url: receiver.url('/healthy') })
-  // Two workers polling often, with claims as short as allowed: had the send outlived its claim (the trickle
-  // would take over 10 s), the other worker would have claimed and sent the delivery again.
-  const settings = { timeoutMs: 1500, claimSeconds: 1, endpointConcurrency: 1, endpointMaxConcurrency: 1 }
+  const trickling = await createWebhook(t, app, organization, { url: receiver.url('/trickle') })
+  const tricklingBody = await createWebhook(t, app, organization, { url: receiver.url('/trickle-body') })
+  // Two workers polling often, with claims as short as allowed (the timeout + 5 s): had a send outlived its
+  // claim (either answer would take over 10 s to arrive), the other worker would have claimed and sent it again.
+  const settings = { timeoutMs: 1500, claimSeconds: 1 }
   startWorker(t, app, settings)
   startWorker(t, app, settings)
-
-  const [slowEvent = ''] = await queueEvents(app, slow, 1, 'slow.event')
-  await waitFor('the trickling receiver to get its request', () => requestsTo(receiver.requests, '/trickle').length === 1)
-  const [trickled] = requestsTo(receiver.requests, '/trickle')
-  if (!trickled) throw new Error('nothing trickled')
-  const [otherEvent = ''] = await queueEvents(app, other, 1, 'other.event')
-  await waitFor('the other organization\'s event', () => requestsTo(receiver.requests, '/healthy').length === 1)
-  t.notOk(trickled.closed, 'the other organization\'s event arrived while the trickling send was still open')
-  t.same(await attemptRows(app, trickling.id), [], 'and before the trickling attempt had ended')
-  await waitFor('the other organization\'s event delivered', async () => await deliveryStatus(app, other, otherEvent) === 'delivered')
+  const [eventId = ''] = await queueEvents(app, organization, 1, 'slow.event')
 
   await waitFor('the trickling attempt to be recorded', async () => (await attemptRows(app, trickling.id)).length === 1)
   t.equal(requestsTo(receiver.requests, '/trickle').length, 1, 'sent once while its send was running')
-  t.match(await attemptRows(app, trickling.id), [{ event_id: slowEvent, attempt: 1, status: 'failed', response_status: null, error: 'timed out after 1500 ms' }],
-    'recorded as a timeout')
-  t.ok(trickled.written < OK_HEAD.length, `aborted before its status line was complete (${trickled.written} of ${OK_HEAD.length} bytes)`)
-  await waitFor('the trickling connection to close', () => trickled.closed)
-  t.ok(trickled.closedBySender, 'closed by the worker, not the receiver')
+  t.match(await attemptRows(app, trickling.id), [{ event_id: eventId, attempt: 1, status: 'failed', response_status: null, error: 'timed out after 1500 ms' }],
+    'aborted and recorded as a timeout')
+  const [trickled] = requestsTo(receiver.requests, '/trickle')
+  t.ok(trickled !== undefined && trickled.written < OK_HEAD.length, `its status line was not complete when it was aborted (${trickled?.written} of ${OK_HEAD.length} bytes)`)
+  await waitFor('the trickling connection to close', () => trickled?.closed === true)
+  t.ok(trickled?.closedBySender, 'closed by the worker, not the receiver')
 
   // The status line decides: the body trickling after a 200 is cut off, and the attempt is a success.
   await waitFor('the body-trickling attempt to be recorded', async () => (await attemptRows(app, tricklingBody.id)).length === 1)
-  t.match(await attemptRows(app, tricklingBody.id), [{ event_id: slowEvent, attempt: 1, status: 'succeeded', response_status: 200, error: null }],
+  t.match(await attemptRows(app, tricklingBody.id), [{ event_id: eventId, attempt: 1, status: 'succeeded', response_status: 200, error: null }],
     'a 200 whose body trickles is recorded as a success')
   const [bodyTrickled] = requestsTo(receiver.requests, '/trickle-body')
   await waitFor('the body-trickling connection to close', () => bodyTrickled?.closed === true)
   t.ok(bodyTrickled !== undefined && bodyTrickled.closedBySender && bodyTrickled.written < body.length,
     'its connection closed by the worker while the body was still trickling')
 
-  await waitFor('the event failed (one attempt scheduled)', async () => await deliveryStatus(app, slow, slowEvent) === 'failed')
+  await waitFor('the event failed (one attempt scheduled)', async () => await deliveryStatus(app, organization, eventId) === 'failed')
   t.equal(requestsTo(receiver.requests, '/trickle').length, 1, 'the trickling receiver was never sent the event again')
   t.equal(requestsTo(receiver.requests, '/trickle-body').length, 1, 'nor the body-trickling one')
+})
+
+t.test('another organization\'s delivery is not held behind a trickling send on the same host', async (t) => {
+  const app = await appFor(t)
+  const slow = await createOrganization(app)
+  const other = await createOrganization(app)
+  // One receiver for both, so both endpoints share an origin (as many organizations' endpoints on one SaaS host do).
+  const receiver = await startScriptedReceiver(t)
+  receiver.answer = (request) => { if (request.path === '/trickle') trickle(request, OK_HEAD, TRICKLE_EVERY_MS); else answerOk(request) }
+  const trickling = await createWebhook(t, app, slow, { url: receiver.url('/trickle') })
+  await createWebhook(t, app, other, { url: receiver.url('/healthy') })
+  // One worker, one send per endpoint (connections per origin used to be capped at that).
+  startWorker(t, app, { timeoutMs: 3000, endpointConcurrency: 1, endpointMaxConcurrency: 1 })
+
+  const [slowEvent = ''] = await queueEvents(app, slow, 1, 'slow.event')
+  await waitFor('the trickling receiver to get its request', () => requestsTo(receiver.requests, '/trickle').length === 1)
+  const [trickled] = requestsTo(receiver.requests, '/trickle')
+  const [otherEvent = ''] = await queueEvents(app, other, 1, 'other.event')
+  await waitFor('the other organization\'s event', () => requestsTo(receiver.requests, '/healthy').length === 1)
+  t.notOk(trickled?.closed, 'it arrived while the trickling send was still open')
+  t.same(await attemptRows(app, trickling.id), [], 'and before the trickling attempt had ended')
+  await waitFor('the other organization\'s event delivered', async () => await deliveryStatus(app, other, otherEvent) === 'delivered')
+  await waitFor('the trickling event failed', async () => await deliveryStatus(app, slow, slowEvent) === 'failed')
+  t.match(await attemptRows(app, trickling.id), [{ status: 'failed', error: 'timed out after 3000 ms' }])
 })
 
 t.test('a 200 without Content-Length is recorded as a success at once, while the receiver still holds the connection', async (t) => {
