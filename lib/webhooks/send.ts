@@ -69,9 +69,9 @@ class DeadlineError extends Error {
  * keeps them), so a busy endpoint costs no TCP or TLS handshake per delivery. Every new connection resolves its
  * host through the SSRF guard and connects to the address it checked.
  *
- * Each attempt has one deadline, enforced by aborting it: undici's own headersTimeout and bodyTimeout bound
- * only the gap between two chunks, so a receiver trickling a byte at a time would hold a send for as long as
- * it likes. The answer's status line decides the outcome: a 2xx is a success, anything else (a redirect, which
+ * Each attempt has one deadline, enforced by aborting it: undici's bodyTimeout bounds only the gap between two
+ * body chunks, so a receiver trickling its body a byte at a time would hold a send for as long as it likes, and
+ * its headersTimeout starts only once the request is written (not while it waits for a connection). The answer's status line decides the outcome: a 2xx is a success, anything else (a redirect, which
  * is not followed, included) a failure, and so is a deadline passed before the status line or a connection
  * error. The body after it is read briefly and then cut off, so a body that never ends (200 without
  * Content-Length on a kept-alive connection) does not hold the attempt.
