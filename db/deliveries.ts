@@ -9,6 +9,8 @@ export interface ClaimedDelivery {
   /** The event's creation time, the day partitions' key, as PostgreSQL's text (a Date would drop its microseconds). */
   event_created_at: string
   webhook_id: string
+  /** The webhook's organization, whose share of the worker's slots this delivery takes. */
+  organization_id: string
   attempts: number
   /** When the delivery was queued (the event's commit, or a redelivery request). */
   queued_at: Date
@@ -56,22 +58,32 @@ export interface ClaimRequest {
   /** Per-endpoint room for this worker where it differs from `defaultCapacity` (0 = claim nothing for it). */
   capacities: Array<[webhookId: string, capacity: number]>
   defaultCapacity: number
+  /** Per-organization room for this worker where it differs from `defaultOrganizationCapacity` (0 = claim nothing for it). */
+  organizationCapacities?: Array<[organizationId: string, capacity: number]>
+  /** Rows one organization may be given at most; `limit` when absent (no bound per organization). */
+  defaultOrganizationCapacity?: number
 }
 
 /**
- * Claims due deliveries of enabled endpoints for `claimSeconds`, at most each endpoint's capacity, taking
- * endpoints in turn (every endpoint's oldest due delivery before anyone's second), so one endpoint's backlog
- * cannot crowd out another's new deliveries. SKIP LOCKED keeps concurrent workers on disjoint rows; the claim
- * lapses by itself if this worker dies, returning the rows to the queue. Payloads come with the claim, so
- * memory is bounded by `limit`.
+ * Claims due deliveries of enabled endpoints for `claimSeconds`, at most each endpoint's capacity and each
+ * organization's, taking endpoints in turn (every endpoint's oldest due delivery before anyone's second), so
+ * one endpoint's backlog cannot crowd out another's new deliveries, and an organization with many endpoints
+ * cannot take every row of the claim. SKIP LOCKED keeps concurrent workers on disjoint rows; the claim lapses
+ * by itself if this worker dies, returning the rows to the queue. Payloads come with the claim, so memory is
+ * bounded by `limit`.
  */
 export async function claimDeliveries (db: Queryable, request: ClaimRequest): Promise<ClaimedDelivery[]> {
+  const organizationCapacities = request.organizationCapacities ?? []
   const { rows } = await db.query<ClaimedDelivery>({
-    name: 'claim-deliveries',
+    // Renamed with its new parameters, so a pooled server connection that prepared the old text is not reused for it.
+    name: 'claim-deliveries-per-organization',
     text: `WITH capacity AS (
              SELECT * FROM unnest($3::uuid[], $4::int[]) AS c (webhook_id, room)
+           ), organization_capacity AS (
+             SELECT * FROM unnest($6::uuid[], $7::int[]) AS o (organization_id, room)
            ), due AS (
-             SELECT d.id, d.event_created_at, row_number() OVER (PARTITION BY d.webhook_id ORDER BY d.next_attempt_at) AS turn, d.next_attempt_at
+             SELECT d.id, d.event_created_at, w.organization_id, d.next_attempt_at,
+                    row_number() OVER (PARTITION BY d.webhook_id ORDER BY d.next_attempt_at) AS turn
              FROM webhooks w
              CROSS JOIN LATERAL (
                SELECT d.id, d.event_created_at, d.webhook_id, d.next_attempt_at FROM deliveries d
@@ -81,9 +93,17 @@ export async function claimDeliveries (db: Queryable, request: ClaimRequest): Pr
                LIMIT coalesce((SELECT room FROM capacity WHERE capacity.webhook_id = w.id), $5)
                FOR UPDATE OF d SKIP LOCKED
              ) d
-             WHERE w.enabled
+             -- An organization without room is not visited at all (nor are its rows locked).
+             WHERE w.enabled AND coalesce((SELECT room FROM organization_capacity o WHERE o.organization_id = w.organization_id), $8) > 0
+           ), ranked AS (
+             -- Within each organization, the same order as across them: every endpoint's first before anyone's second.
+             SELECT id, event_created_at, organization_id, turn, next_attempt_at,
+                    row_number() OVER (PARTITION BY organization_id ORDER BY turn, next_attempt_at) AS organization_turn
+             FROM due
            ), chosen AS (
-             SELECT id, event_created_at FROM due ORDER BY turn, next_attempt_at LIMIT $1
+             SELECT r.id, r.event_created_at FROM ranked r
+             WHERE r.organization_turn <= coalesce((SELECT room FROM organization_capacity o WHERE o.organization_id = r.organization_id), $8)
+             ORDER BY r.turn, r.next_attempt_at LIMIT $1
            ), claimed AS (
              UPDATE deliveries d SET claimed_until = now() + make_interval(secs => $2)
              FROM chosen WHERE d.id = chosen.id AND d.event_created_at = chosen.event_created_at
@@ -92,12 +112,15 @@ export async function claimDeliveries (db: Queryable, request: ClaimRequest): Pr
            -- Each event looked up by its full key (id and day partition), row by row: a join left to the planner
            -- scanned whole day partitions while their statistics were missing (partitioned parents are never
            -- analyzed by autovacuum).
-           SELECT c.id, c.event_id, c.event_created_at::text AS event_created_at, c.webhook_id, c.attempts, c.created_at AS queued_at,
+           SELECT c.id, c.event_id, c.event_created_at::text AS event_created_at, c.webhook_id, w.organization_id, c.attempts, c.created_at AS queued_at,
                   e.type, e.payload::text AS payload_json, w.url, w.secret, w.previous_secret, w.previous_secret_until
            FROM claimed c
            CROSS JOIN LATERAL (SELECT e.type, e.payload FROM events e WHERE e.id = c.event_id AND e.created_at = c.event_created_at) e
            JOIN webhooks w ON w.id = c.webhook_id`,
-    values: [request.limit, request.claimSeconds, request.capacities.map(([id]) => id), request.capacities.map(([, room]) => room), request.defaultCapacity]
+    values: [
+      request.limit, request.claimSeconds, request.capacities.map(([id]) => id), request.capacities.map(([, room]) => room), request.defaultCapacity,
+      organizationCapacities.map(([id]) => id), organizationCapacities.map(([, room]) => room), request.defaultOrganizationCapacity ?? request.limit
+    ]
   })
   return rows
 }

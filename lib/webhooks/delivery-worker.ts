@@ -5,11 +5,12 @@ import { inTransaction } from '../../db/transaction.js'
 import type { Config } from '../config.js'
 import { DELIVERIES_CHANNEL } from '../../db/wake-ups.js'
 import type { WakeUpListener } from '../wake-ups/listener.js'
-import { EndpointLimits, type EndpointSignal } from './endpoint-limits.js'
+import { EndpointLimits, OrganizationSlots, organizationSlotLimit, type EndpointSignal } from './endpoint-limits.js'
 import { nextRetryDelayMs, parseRetrySchedule, type RetrySchedule } from './retry-schedule.js'
 import type { SecretBox } from './secret-box.js'
 import { createWebhookSender, type SendOutcome, type WebhookSender } from './send.js'
 import { activeSecrets, signWebhook } from './signing.js'
+import type { Resolver } from './url-guard.js'
 
 export interface DeliveryWorkerOptions {
   pool: Pool
@@ -30,6 +31,10 @@ export interface DeliveryWorkerOptions {
   secrets: SecretBox
   /** Hears of every attempt sent (not of sends cut short by stop()), with when its delivery was queued (metrics). */
   onAttempt?: AttemptObserver | undefined
+  /** How long idle connections to receivers stay open (30 s by default; tests shorten it to watch them close). */
+  keepAliveTimeoutMs?: number
+  /** Name resolution for receivers' hosts (the system resolver by default; tests play DNS with it). */
+  resolve?: Resolver
 }
 
 export type AttemptObserver = (outcome: SendOutcome, queuedAt: Date) => void
@@ -41,6 +46,9 @@ const CLAIM_GATHER_MS = 2
 // Finished attempts are recorded together: at this many, or this long after the first of a batch.
 const RECORD_BATCH = 250
 const RECORD_DELAY_MS = 5
+// A claim lasts this much longer than the longest send, for the send's outcome to be recorded (which ends the
+// claim) before it could lapse; a send's deadline never reaches into it.
+const RECORDING_MARGIN_MS = 5000
 // A recording that collides with another worker's (deadlock, serialization) is tried again this often.
 const RECORD_TRIES = 3
 // Timers and the database's clock may disagree by a millisecond: wake a little after a retry's due time.
@@ -51,8 +59,9 @@ const retryableRecordError = (error: unknown) => ['40P01', '40001'].includes((er
 
 /**
  * The delivery loop: claims due deliveries in batches (SKIP LOCKED, endpoints in turn, each up to its free
- * capacity, with a claim that lapses if the worker dies), sends them concurrently over kept-alive connection
- * pools per origin, and records finished attempts in batches (one statement, one commit each). Per-endpoint
+ * capacity, each organization up to half the worker's slots, with a claim that lapses if the worker dies), sends
+ * them concurrently over kept-alive connection pools per origin, each under a deadline that ends before its
+ * claim could lapse, and records finished attempts in batches (one statement, one commit each). Per-endpoint
  * concurrency adapts to the receiver (endpoint-limits.ts). Written here rather than on a job-queue library
  * because the deliveries table is both the queue and the record users read, and the per-endpoint capacity,
  * fairness and event status rules are ours. Wakes on NOTIFY (through the process's one listener) and when
@@ -61,6 +70,7 @@ const retryableRecordError = (error: unknown) => ['40P01', '40001'].includes((er
 export class DeliveryWorker {
   private readonly inFlight = new Set<Promise<void>>()
   private readonly limits: EndpointLimits
+  private readonly organizations: OrganizationSlots
   private readonly sender: WebhookSender
   private readonly stopping = new AbortController()
   private readonly unsent: string[] = []
@@ -81,10 +91,14 @@ export class DeliveryWorker {
     // Every send in flight listens on the stop signal: hundreds at once are expected, not a leak.
     setMaxListeners(0, this.stopping.signal)
     this.limits = new EndpointLimits({ initial: options.endpointConcurrency, max: Math.max(options.endpointConcurrency, options.endpointMaxConcurrency) })
+    this.organizations = new OrganizationSlots(organizationSlotLimit(options.workerConcurrency))
+    // No cap on connections per origin: the worker's slots and the endpoints' windows bound them, and a cap would
+    // queue a healthy endpoint's sends behind a stuck one's on a shared host.
     this.sender = createWebhookSender({
       timeoutMs: options.timeoutMs,
       allowPrivateUrls: options.allowPrivateUrls,
-      connectionsPerOrigin: Math.max(options.endpointConcurrency, options.endpointMaxConcurrency)
+      ...(options.keepAliveTimeoutMs === undefined ? {} : { keepAliveTimeoutMs: options.keepAliveTimeoutMs }),
+      ...(options.resolve === undefined ? {} : { resolve: options.resolve })
     })
     options.wakeUps.listen(DELIVERIES_CHANNEL, () => this.wake())
     // Wake-ups sent while the listener was down are lost: look for due deliveries once it is back.
@@ -110,6 +124,11 @@ export class DeliveryWorker {
   /** The adaptive concurrency of one endpoint in this worker (for tests and stats). */
   endpointWindow (webhookId: string): number {
     return this.limits.windowOf(webhookId)
+  }
+
+  /** Sends in flight for one organization's endpoints in this worker (for tests and stats). */
+  organizationInFlight (organizationId: string): number {
+    return this.organizations.inFlightOf(organizationId)
   }
 
   private async run (): Promise<void> {
@@ -142,31 +161,55 @@ export class DeliveryWorker {
   private async claimAndDispatch (): Promise<boolean> {
     const room = Math.min(MAX_CLAIM, this.options.workerConcurrency - this.inFlight.size)
     if (room <= 0) return false
+    const claimSeconds = this.claimSeconds()
+    // The database starts the claims after this moment, so they hold at least until it + claimSeconds; measured
+    // on this process's monotonic clock, the sends' deadlines do not depend on the two clocks agreeing.
+    const claimStarted = performance.now()
     const claimed = await claimDeliveries(this.options.pool, {
-      limit: room, claimSeconds: this.claimSeconds(), capacities: this.limits.capacities(), defaultCapacity: this.options.endpointConcurrency
+      limit: room,
+      claimSeconds,
+      capacities: this.limits.capacities(),
+      defaultCapacity: this.options.endpointConcurrency,
+      organizationCapacities: this.organizations.capacities(),
+      defaultOrganizationCapacity: this.organizations.limit
     })
-    for (const delivery of claimed) this.dispatch(delivery)
+    for (const delivery of claimed) this.dispatch(delivery, claimStarted + claimSeconds * 1000)
     return claimed.length === room
   }
 
-  private dispatch (delivery: ClaimedDelivery): void {
+  private dispatch (delivery: ClaimedDelivery, claimEnds: number): void {
     this.limits.started(delivery.webhook_id)
-    const task = this.deliver(delivery).catch((error: unknown): EndpointSignal => {
+    this.organizations.started(delivery.organization_id)
+    const task = this.deliver(delivery, claimEnds).catch((error: unknown): EndpointSignal => {
       // Unsent and unrecorded: the claim lapses and the delivery is tried again.
       this.options.log.warn({ err: error, delivery_id: delivery.id }, 'delivering failed before sending')
       return NO_SIGNAL
     }).then((signal) => {
       this.inFlight.delete(task)
       this.limits.finished(delivery.webhook_id, signal)
+      this.organizations.finished(delivery.organization_id)
       this.wake()
     })
     this.inFlight.add(task)
   }
 
-  private async deliver (delivery: ClaimedDelivery): Promise<EndpointSignal> {
+  /**
+   * Sends one claimed delivery and hands its outcome to the recording. The send's deadline ends before the claim
+   * can lapse (with RECORDING_MARGIN_MS to record it), so no other worker can claim and send the delivery while
+   * this send is under way. A delivery deleted meanwhile (its webhook or organization deleted) has no row left:
+   * the recording drops its outcome and nothing retries it.
+   */
+  private async deliver (delivery: ClaimedDelivery, claimEnds: number): Promise<EndpointSignal> {
+    const limitMs = claimEnds - RECORDING_MARGIN_MS - performance.now()
+    if (limitMs <= 0) {
+      // Only a stalled process gets here (a claim lasts the timeout + the margin): the claim lapses unsent.
+      this.options.log.warn({ delivery_id: delivery.id }, 'claim too close to lapsing to send; it is claimed again later')
+      this.dueAt(Date.now() + Math.max(0, claimEnds - performance.now()) + DUE_MARGIN_MS)
+      return NO_SIGNAL
+    }
     const request = signWebhook(delivery.event_id, delivery.type, delivery.payload_json, activeSecrets(delivery, this.options.secrets))
     const attemptedAt = new Date()
-    const outcome = await this.sender.send(delivery.url, request, this.stopping.signal)
+    const outcome = await this.sender.send(delivery.url, request, this.stopping.signal, limitMs)
     if (this.stopping.signal.aborted && !outcome.succeeded) {
       this.unsent.push(delivery.id)
       return NO_SIGNAL
@@ -225,9 +268,12 @@ export class DeliveryWorker {
     }
   }
 
-  /** A claim outlives the longest send by 5 s, so it never lapses while its send is still in flight. */
+  /**
+   * A claim outlives the longest send (its deadline, WEBHOOK_TIMEOUT_MS, which aborts it) by RECORDING_MARGIN_MS,
+   * so it never lapses while its send is in flight nor before the outcome is recorded.
+   */
   private claimSeconds (): number {
-    return Math.max(this.options.claimSeconds, Math.ceil(this.options.timeoutMs / 1000) + 5)
+    return Math.max(this.options.claimSeconds, Math.ceil((this.options.timeoutMs + RECORDING_MARGIN_MS) / 1000))
   }
 
   private wake (): void {

@@ -104,3 +104,40 @@ export class EndpointLimits {
     }
   }
 }
+
+/**
+ * The most of a worker's slots (WEBHOOK_WORKER_CONCURRENCY) one organization's endpoints may hold at once: half,
+ * rounded down, and at least 1. Whatever one organization's endpoints do (hang until the deadline, trickle,
+ * fail), every other organization has the other half. Per-endpoint windows alone do not bound this: an
+ * organization's endpoints have one window each, and it may register dozens of them.
+ */
+export function organizationSlotLimit (workerConcurrency: number): number {
+  return Math.max(1, Math.floor(workerConcurrency / 2))
+}
+
+/** Sends in flight per organization in one worker, and the room each has for the claim under its limit. */
+export class OrganizationSlots {
+  private readonly inFlight = new Map<string, number>()
+
+  constructor (readonly limit: number) {}
+
+  started (organizationId: string): void {
+    this.inFlight.set(organizationId, (this.inFlight.get(organizationId) ?? 0) + 1)
+  }
+
+  finished (organizationId: string): void {
+    const left = (this.inFlight.get(organizationId) ?? 0) - 1
+    // Organizations with nothing in flight are forgotten: the claim gives them the whole limit by default.
+    if (left > 0) this.inFlight.set(organizationId, left)
+    else this.inFlight.delete(organizationId)
+  }
+
+  inFlightOf (organizationId: string): number {
+    return this.inFlight.get(organizationId) ?? 0
+  }
+
+  /** Organizations with sends in flight and the room each has left, for the claim. */
+  capacities (): Array<[organizationId: string, capacity: number]> {
+    return [...this.inFlight].map(([id, count]) => [id, Math.max(0, this.limit - count)])
+  }
+}

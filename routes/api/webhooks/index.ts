@@ -51,8 +51,9 @@ const notFound = (id: string) => apiError('notFound', 'not_found', `Webhook ${id
 
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   const { config, webhookSecrets: box } = fastify
-  // Test sends go through the same pinned, SSRF-guarded connections as deliveries (few: they are manual).
-  const testSender = createWebhookSender({ timeoutMs: config.WEBHOOK_TIMEOUT_MS, allowPrivateUrls: config.WEBHOOK_ALLOW_PRIVATE_URLS, connectionsPerOrigin: 2 })
+  // Test sends go through the same pinned, SSRF-guarded connections as deliveries, under the same deadline. No cap
+  // per origin: one would queue an organization's test behind another's stuck one on a shared host.
+  const testSender = createWebhookSender({ timeoutMs: config.WEBHOOK_TIMEOUT_MS, allowPrivateUrls: config.WEBHOOK_ALLOW_PRIVATE_URLS })
   fastify.addHook('onClose', testSender.close)
 
   const checkUrl = async (url: string) => {
