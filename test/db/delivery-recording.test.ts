@@ -84,8 +84,21 @@ async function webhookState (app: FastifyInstance, id: string): Promise<WebhookS
   return row
 }
 
-async function attemptsOf (app: FastifyInstance, eventId: string): Promise<Array<{ delivery_id: string, webhook_id: string, event_created_at: string, attempt: number, status: string, response_status: number | null, error: string | null, duration_ms: number, attempted_at: Date, next_attempt_at: Date | null }>> {
-  const { rows } = await app.pg.query<{ delivery_id: string, webhook_id: string, event_created_at: string, attempt: number, status: string, response_status: number | null, error: string | null, duration_ms: number, attempted_at: Date, next_attempt_at: Date | null }>(
+interface AttemptLogRow {
+  delivery_id: string
+  webhook_id: string
+  event_created_at: string
+  attempt: number
+  status: string
+  response_status: number | null
+  error: string | null
+  duration_ms: number
+  attempted_at: Date
+  next_attempt_at: Date | null
+}
+
+async function attemptsOf (app: FastifyInstance, eventId: string): Promise<AttemptLogRow[]> {
+  const { rows } = await app.pg.query<AttemptLogRow>(
     `SELECT delivery_id, webhook_id, event_created_at::text AS event_created_at, attempt, status, response_status, error, duration_ms, attempted_at, next_attempt_at
      FROM delivery_attempts WHERE event_id = $1 ORDER BY id`, [eventId])
   return rows
