@@ -131,95 +131,170 @@ export async function releaseClaims (db: Queryable, ids: string[]): Promise<void
   await db.query('UPDATE deliveries SET claimed_until = NULL WHERE id = ANY($1::uuid[]) AND status = \'pending\'', [ids])
 }
 
+/** An event by its full key: its id and its day partition's key (PostgreSQL's text, as claimed). */
+export interface EventKey {
+  id: string
+  created_at: string
+}
+
+export type DeliveryStatus = 'pending' | 'delivered' | 'failed'
+
+/** An outcome its delivery took (it was still pending), with that delivery's endpoint, event and new status. */
+export interface RecordedAttempt extends AttemptOutcome {
+  webhook_id: string
+  status: DeliveryStatus
+}
+
 /**
- * Records a batch of finished attempts in one statement; run inside a transaction. It updates the deliveries
- * (retry time, or delivered / failed), logs the attempts, moves endpoints' failure streaks (disabling an
- * endpoint after `disableAfterFailures` consecutive failed deliveries) and sets the delivery_status of events
- * whose deliveries finished, from each endpoint's latest delivery. Those events' rows are locked first, in id
- * order, so that workers finishing deliveries of one event at once agree on its state (the second waits for
- * the first and then sees its result); events still being retried are not locked.
+ * Records a batch of finished attempts; run it inside a transaction, which makes its statements one change.
+ * Each statement finds its rows by their keys, partition key included:
+ * 1. planKeyLookups: nested loops, no JIT, for the rest of the transaction;
+ * 2. lockEvents: locks the events whose deliveries finished (no retry left or needed);
+ * 3. updateDeliveries: moves the deliveries still pending to their outcome;
+ * 4. logAttempts: logs an attempt for each delivery updated;
+ * 5. updateFailureStreaks: moves the endpoints' failure streaks, disabling endpoints past `disableAfterFailures`;
+ * 6. settleEventStates: sets the finished events' delivery_status from each endpoint's latest delivery.
  */
 export async function recordAttempts (db: Queryable, outcomes: AttemptOutcome[], disableAfterFailures: number): Promise<void> {
-  // Every row below is found by its primary key, a batch at a time, so nested loops over the keys are always the
-  // right plan. The planner cannot tell while a day partition has no column statistics yet (a new day, a burst
-  // drained within autovacuum's minute): it then joins by hashing or by reading every pending row of the day
-  // once per batch (measured: 20 000 pending rows read to record 100 attempts, a fifth of the CPU of a drain).
-  // Forced, those loops look expensive enough to the planner for JIT compiling, which took 110 ms per batch on a
-  // server built with LLVM: off as well.
+  const events = finishedEvents(outcomes)
+  await planKeyLookups(db)
+  await lockEvents(db, events)
+  const recorded = await updateDeliveries(db, outcomes)
+  await logAttempts(db, recorded)
+  await updateFailureStreaks(db, recorded, disableAfterFailures)
+  await settleEventStates(db, events)
+}
+
+/** The events of outcomes that end their delivery (no retry), once each: their delivery_status may change. */
+export function finishedEvents (outcomes: AttemptOutcome[]): EventKey[] {
+  const events = new Map(outcomes.filter((outcome) => outcome.next_attempt_at === null).map((outcome) => [outcome.event_id, outcome.event_created_at]))
+  return [...events].map(([id, createdAt]) => ({ id, created_at: createdAt }))
+}
+
+/**
+ * Turns hash joins, merge joins and JIT off until the transaction ends. The recording statements find every row
+ * by its key, a batch at a time, so nested loops are the right plan whatever the statistics; a day partition
+ * that has none yet (a new day, a burst drained before autovacuum analyzes it) would otherwise be joined by
+ * reading all of its pending rows. Forced loops look costly to the planner, enough to JIT-compile them, which
+ * takes longer than the statement itself.
+ */
+export async function planKeyLookups (db: Queryable): Promise<void> {
   await db.query({ name: 'record-attempts-plan', text: 'SELECT set_config(\'enable_hashjoin\', \'off\', true), set_config(\'enable_mergejoin\', \'off\', true), set_config(\'jit\', \'off\', true)' })
-  const finishedEvents = new Map(outcomes.filter((outcome) => outcome.next_attempt_at === null).map((outcome) => [outcome.event_id, outcome.event_created_at]))
-  if (finishedEvents.size > 0) {
-    await db.query({
-      name: 'lock-finished-events',
-      text: `SELECT 1 FROM events e JOIN unnest($1::uuid[], $2::timestamptz[]) AS f (id, created_at) ON e.id = f.id AND e.created_at = f.created_at
-             ORDER BY e.id FOR NO KEY UPDATE OF e`,
-      values: [[...finishedEvents.keys()], [...finishedEvents.values()]]
-    })
-  }
+}
+
+/**
+ * Locks the events' rows (FOR NO KEY UPDATE) until the transaction ends, in id order, so that recordings
+ * finishing deliveries of one event at once take turns, and the later one sees the earlier one's deliveries
+ * when it settles the event's state. Events still being retried are not locked.
+ */
+export async function lockEvents (db: Queryable, events: EventKey[]): Promise<void> {
+  if (events.length === 0) return
   await db.query({
-    name: 'record-attempts',
-    text: `WITH outcome AS (
-             SELECT * FROM jsonb_to_recordset($1::jsonb) AS o (delivery_id uuid, event_created_at timestamptz, attempt int, succeeded boolean, response_status int,
-               error text, duration_ms int, attempted_at timestamptz, next_attempt_at timestamptz)
-           ), updated AS (
-             UPDATE deliveries d SET attempts = o.attempt, claimed_until = NULL,
-               status = CASE WHEN o.succeeded THEN 'delivered' WHEN o.next_attempt_at IS NULL THEN 'failed' ELSE 'pending' END,
-               next_attempt_at = coalesce(o.next_attempt_at, d.next_attempt_at)
-             FROM outcome o
-             -- A delivery deleted with its webhook meanwhile has nothing left to record. "Not delivered or failed" is
-             -- "pending" (the status CHECK), put so the planner does not take the partial pending indexes for it.
-             WHERE d.id = o.delivery_id AND d.event_created_at = o.event_created_at AND d.status NOT IN ('delivered', 'failed')
-             -- The outcome's fields come back with the row, so nothing below joins the batch again.
-             RETURNING d.id, d.event_id, d.event_created_at, d.webhook_id, d.created_at, d.status, o.attempt, o.succeeded, o.response_status, o.error,
-                       o.duration_ms, o.attempted_at, o.next_attempt_at
-           ), logged AS (
-             INSERT INTO delivery_attempts (delivery_id, webhook_id, event_id, event_created_at, attempt, status, response_status, error, duration_ms, attempted_at, next_attempt_at)
-             SELECT u.id, u.webhook_id, u.event_id, u.event_created_at, u.attempt, CASE WHEN u.succeeded THEN 'succeeded' ELSE 'failed' END,
-                    u.response_status, u.error, u.duration_ms, u.attempted_at, u.next_attempt_at
-             FROM updated u
-             -- Attempts of events whose attempt log has expired (DELIVERY_ATTEMPT_RETENTION_DAYS) have no partition left.
-             WHERE u.event_created_at >= (SELECT attempts_from FROM retention_horizon)
-           ), finished AS (
-             SELECT u.webhook_id, u.event_id, u.event_created_at, u.succeeded, u.attempted_at,
-                    max(u.attempted_at) FILTER (WHERE u.succeeded) OVER (PARTITION BY u.webhook_id) AS last_success
-             FROM updated u
-             WHERE u.status <> 'pending'
+    name: 'lock-finished-events',
+    text: `SELECT 1 FROM events e JOIN unnest($1::uuid[], $2::timestamptz[]) AS f (id, created_at) ON e.id = f.id AND e.created_at = f.created_at
+           ORDER BY e.id FOR NO KEY UPDATE OF e`,
+    values: [events.map((event) => event.id), events.map((event) => event.created_at)]
+  })
+}
+
+/**
+ * Moves each outcome's delivery, if still pending, to its outcome: its attempt count, its claim given up, and
+ * a retry time or the end (delivered or failed). Deliveries already finished, or deleted with their webhook,
+ * are left alone. Returns the outcomes taken, with their deliveries' endpoints and new statuses.
+ */
+export async function updateDeliveries (db: Queryable, outcomes: AttemptOutcome[]): Promise<RecordedAttempt[]> {
+  if (outcomes.length === 0) return []
+  const { rows } = await db.query<{ n: number, event_id: string, webhook_id: string, status: DeliveryStatus }>({
+    name: 'update-deliveries',
+    text: `UPDATE deliveries d SET attempts = o.attempt, claimed_until = NULL,
+             status = CASE WHEN o.succeeded THEN 'delivered' WHEN o.next_attempt_at IS NULL THEN 'failed' ELSE 'pending' END,
+             next_attempt_at = coalesce(o.next_attempt_at, d.next_attempt_at)
+           FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (delivery_id uuid, event_created_at timestamptz, attempt int, succeeded boolean,
+                 next_attempt_at timestamptz)) WITH ORDINALITY AS o (delivery_id, event_created_at, attempt, succeeded, next_attempt_at, n)
+           -- "Not delivered or failed" is "pending" (the status CHECK), put so the planner does not take the partial
+           -- pending indexes for it.
+           WHERE d.id = o.delivery_id AND d.event_created_at = o.event_created_at AND d.status NOT IN ('delivered', 'failed')
+           -- Each row names its outcome by its place in the batch, so the outcome's fields need not come back.
+           RETURNING o.n::int AS n, d.event_id, d.webhook_id, d.status`,
+    values: [JSON.stringify(outcomes.map(({ delivery_id, event_created_at, attempt, succeeded, next_attempt_at }) =>
+      ({ delivery_id, event_created_at, attempt, succeeded, next_attempt_at })))]
+  })
+  return rows.flatMap(({ n, event_id, webhook_id, status }) => {
+    const outcome = outcomes[n - 1]
+    return outcome === undefined ? [] : [{ ...outcome, event_id, webhook_id, status }]
+  })
+}
+
+/** Logs the attempts in delivery_attempts, except those of events whose attempt log has expired (its partition may be gone). */
+export async function logAttempts (db: Queryable, recorded: RecordedAttempt[]): Promise<void> {
+  if (recorded.length === 0) return
+  await db.query({
+    name: 'log-attempts',
+    text: `INSERT INTO delivery_attempts (delivery_id, webhook_id, event_id, event_created_at, attempt, status, response_status, error, duration_ms, attempted_at, next_attempt_at)
+           SELECT a.delivery_id, a.webhook_id, a.event_id, a.event_created_at, a.attempt, CASE WHEN a.succeeded THEN 'succeeded' ELSE 'failed' END,
+                  a.response_status, a.error, a.duration_ms, a.attempted_at, a.next_attempt_at
+           FROM jsonb_to_recordset($1::jsonb) AS a (delivery_id uuid, webhook_id uuid, event_id uuid, event_created_at timestamptz, attempt int, succeeded boolean,
+             response_status int, error text, duration_ms int, attempted_at timestamptz, next_attempt_at timestamptz)
+           WHERE a.event_created_at >= (SELECT attempts_from FROM retention_horizon)`,
+    values: [JSON.stringify(recorded)]
+  })
+}
+
+/**
+ * Moves the failure streaks of the endpoints whose deliveries finished (retries do not count): a success
+ * restarts the streak, and each delivery failed after an endpoint's last success in the batch adds one. An
+ * endpoint reaching `disableAfterFailures` (0 = never) is disabled, with the reason.
+ */
+export async function updateFailureStreaks (db: Queryable, recorded: RecordedAttempt[], disableAfterFailures: number): Promise<void> {
+  const finished = recorded.filter((attempt) => attempt.status !== 'pending')
+  if (finished.length === 0) return
+  await db.query({
+    name: 'update-failure-streaks',
+    text: `WITH finished AS (
+             SELECT f.webhook_id, f.succeeded, f.attempted_at,
+                    max(f.attempted_at) FILTER (WHERE f.succeeded) OVER (PARTITION BY f.webhook_id) AS last_success
+             FROM unnest($1::uuid[], $2::boolean[], $3::timestamptz[]) AS f (webhook_id, succeeded, attempted_at)
            ), streaks AS (
              -- Per endpoint: did a delivery succeed (the streak restarts), and how many failed after the last success.
              SELECT webhook_id, bool_or(succeeded) AS reset,
                     count(*) FILTER (WHERE NOT succeeded AND (last_success IS NULL OR attempted_at > last_success))::int AS failures
              FROM finished GROUP BY webhook_id
            ), streaked AS (
-             SELECT w.id, w.enabled, CASE WHEN s.reset THEN s.failures ELSE w.consecutive_failures + s.failures END AS streak
+             SELECT w.id, CASE WHEN s.reset THEN s.failures ELSE w.consecutive_failures + s.failures END AS streak
              FROM webhooks w JOIN streaks s ON s.webhook_id = w.id
              -- Successes with no failure streak change nothing: skip them, so busy endpoints' rows are not a lock hot spot.
              WHERE s.failures > 0 OR w.consecutive_failures > 0
-           ), webhooks_updated AS (
-             UPDATE webhooks w SET consecutive_failures = s.streak,
-               enabled = w.enabled AND NOT ($2 > 0 AND s.streak >= $2),
-               disabled_reason = CASE WHEN w.enabled AND $2 > 0 AND s.streak >= $2
-                                      THEN format('disabled after %s consecutive failed deliveries', $2) ELSE w.disabled_reason END
-             FROM streaked s WHERE w.id = s.id
-           ), latest AS (
-             -- Each endpoint's latest delivery of the finished events ($3, $4). This statement's own updates are not
-             -- visible to its reads: the rows it updated come from the updated CTE, the others from the table.
-             SELECT DISTINCT ON (event_id, webhook_id) event_id, event_created_at, state
-             FROM (SELECT u.event_id, u.event_created_at, u.webhook_id, u.created_at, u.status AS state FROM updated u
-                   WHERE u.event_id = ANY($3::uuid[])
-                   UNION ALL
-                   SELECT d.event_id, d.event_created_at, d.webhook_id, d.created_at, d.status
-                   FROM unnest($3::uuid[], $4::timestamptz[]) AS f (id, created_at)
-                   JOIN deliveries d ON d.event_id = f.id AND d.event_created_at = f.created_at
-                   WHERE d.id NOT IN (SELECT id FROM updated)) AS every_delivery
-             ORDER BY event_id, webhook_id, created_at DESC
+           )
+           UPDATE webhooks w SET consecutive_failures = s.streak,
+             enabled = w.enabled AND NOT ($4::int > 0 AND s.streak >= $4::int),
+             disabled_reason = CASE WHEN w.enabled AND $4::int > 0 AND s.streak >= $4::int
+                                    THEN format('disabled after %s consecutive failed deliveries', $4::int) ELSE w.disabled_reason END
+           FROM streaked s WHERE w.id = s.id`,
+    values: [finished.map((attempt) => attempt.webhook_id), finished.map((attempt) => attempt.succeeded), finished.map((attempt) => attempt.attempted_at), disableAfterFailures]
+  })
+}
+
+/**
+ * Sets each event's delivery_status from its endpoints' latest deliveries: failed if one of them failed, else
+ * pending if one is pending, else delivered. Events already in that state are not written.
+ */
+export async function settleEventStates (db: Queryable, events: EventKey[]): Promise<void> {
+  if (events.length === 0) return
+  await db.query({
+    name: 'settle-event-states',
+    text: `WITH latest AS (
+             SELECT DISTINCT ON (d.event_id, d.webhook_id) d.event_id, d.event_created_at, d.status
+             FROM unnest($1::uuid[], $2::timestamptz[]) AS f (id, created_at)
+             JOIN deliveries d ON d.event_id = f.id AND d.event_created_at = f.created_at
+             ORDER BY d.event_id, d.webhook_id, d.created_at DESC
            ), event_states AS (
              SELECT event_id, event_created_at,
-                    CASE WHEN bool_or(state = 'failed') THEN 'failed' WHEN bool_or(state = 'pending') THEN 'pending' ELSE 'delivered' END AS state
+                    CASE WHEN bool_or(status = 'failed') THEN 'failed' WHEN bool_or(status = 'pending') THEN 'pending' ELSE 'delivered' END AS state
              FROM latest GROUP BY event_id, event_created_at
            )
            UPDATE events e SET delivery_status = s.state FROM event_states s
            WHERE e.id = s.event_id AND e.created_at = s.event_created_at AND e.delivery_status <> s.state`,
-    values: [JSON.stringify(outcomes), disableAfterFailures, [...finishedEvents.keys()], [...finishedEvents.values()]]
+    values: [events.map((event) => event.id), events.map((event) => event.created_at)]
   })
 }
 

@@ -61,7 +61,7 @@ const retryableRecordError = (error: unknown) => ['40P01', '40001'].includes((er
  * The delivery loop: claims due deliveries in batches (SKIP LOCKED, endpoints in turn, each up to its free
  * capacity, each organization up to half the worker's slots, with a claim that lapses if the worker dies), sends
  * them concurrently over kept-alive connection pools per origin, each under a deadline that ends before its
- * claim could lapse, and records finished attempts in batches (one statement, one commit each). Per-endpoint
+ * claim could lapse, and records finished attempts in batches (one transaction each). Per-endpoint
  * concurrency adapts to the receiver (endpoint-limits.ts). Written here rather than on a job-queue library
  * because the deliveries table is both the queue and the record users read, and the per-endpoint capacity,
  * fairness and event status rules are ours. Wakes on NOTIFY (through the process's one listener) and when
