@@ -1,8 +1,7 @@
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import { randomUUID } from 'node:crypto'
 import { processPoolMax, trustProxyOption, type Config } from './lib/config.js'
-import { loggerOptions } from './lib/logging.js'
+import { loggerOptions, requestIdOf } from './lib/logging.js'
 import authPlugin from './plugins/app/auth.js'
 import configPlugin from './plugins/app/config.js'
 import dedupPlugin from './plugins/app/dedup.js'
@@ -74,8 +73,9 @@ export async function buildApp ({ config, databaseUrl, migrate = true }: AppOpti
     logger: loggerOptions(config.LOG_LEVEL),
     bodyLimit: BODY_LIMIT_BYTES,
     trustProxy: trustProxyOption(config.TRUST_PROXY),
-    requestIdHeader: 'x-request-id',
-    genReqId: () => randomUUID(),
+    // genReqId reads X-Request-Id itself, keeping only a strict form (lib/logging.ts).
+    requestIdHeader: false,
+    genReqId: (request) => requestIdOf(request.headers),
     logController: new OneLinePerRequest(),
     // On close, idle keep-alive sockets are dropped at once; requests in flight finish first.
     forceCloseConnections: 'idle'
