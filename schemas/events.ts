@@ -5,7 +5,7 @@ import { ref } from './ref.js'
 const EventId = Type.String({ format: 'uuid', description: 'Event id' })
 const timestamp = Type.String({ format: 'date-time' })
 // PostgreSQL text cannot hold U+0000, so it is refused at validation time.
-const noNul = '^[^\\u0000]*$'
+export const noNul = '^[^\\u0000]*$'
 
 export const EVENT_STATUSES = ['pending', 'acknowledged', 'quarantined'] as const
 export const EventStatus = Type.Enum(EVENT_STATUSES, { description: 'Inbox state: what lists and leases hand out; push outcomes never change it' })
@@ -90,10 +90,10 @@ export const BulkAckResult = Type.Object({
 export const InboxQuery = Type.Object({
   limit: Type.Integer({ minimum: 1, maximum: 100, default: 50 }),
   cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 200, description: 'next_cursor of the previous page' })),
-  type: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
+  type: Type.Optional(Type.String({ minLength: 1, maxLength: 100, pattern: noNul })),
   status: Type.Enum([...EVENT_STATUSES, 'all'], { default: 'pending', description: 'Inbox state to list' }),
   delivery_status: Type.Optional(DeliveryStatus),
-  since: Type.Optional(Type.String({ format: 'date-time', description: 'Only events created at or after this time' }))
+  since: Type.Optional(Type.String({ format: 'date-time', description: 'Only events created at or after this time (years 0001 to 9999, UTC)' }))
 }, { additionalProperties: false })
 export type InboxQuery = Static<typeof InboxQuery>
 

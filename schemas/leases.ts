@@ -1,5 +1,5 @@
 import { Type } from 'typebox'
-import { DeliveryStatus, Payload } from './events.js'
+import { DeliveryStatus, noNul, Payload } from './events.js'
 import { ref } from './ref.js'
 
 const EventId = Type.String({ format: 'uuid' })
@@ -11,7 +11,7 @@ export const LeaseBody = Type.Object({
   limit: Type.Integer({ minimum: 1, maximum: 100, default: 10 }),
   lease_seconds: LeaseSeconds,
   wait_seconds: Type.Integer({ minimum: 0, maximum: 20, default: 0, description: 'Long poll: wait up to this long for events when none are available' }),
-  type: Type.Optional(Type.String({ minLength: 1, maxLength: 100 }))
+  type: Type.Optional(Type.String({ minLength: 1, maxLength: 100, pattern: noNul }))
 }, { $id: 'LeaseBody', additionalProperties: false })
 
 export const LeasedEvent = Type.Object({
