@@ -25,6 +25,8 @@ import { validatorCompiler } from './schemas/validation.js'
 import { NAMED_SCHEMAS } from './schemas/components.js'
 
 const BODY_LIMIT_BYTES = 256 * 1024
+/** Node checks request and header timeouts this often (its default, 30 s, would let a timed-out request live that much longer). */
+const TIMEOUT_CHECK_MS = 1000
 
 export interface AppOptions {
   config: Config
@@ -72,6 +74,12 @@ export async function buildApp ({ config, databaseUrl, migrate = true }: AppOpti
   const app = Fastify({
     logger: loggerOptions(config.LOG_LEVEL),
     bodyLimit: BODY_LIMIT_BYTES,
+    // A client that trickles its request (slowloris) is cut off: 408, connection closed.
+    requestTimeout: config.REQUEST_TIMEOUT_MS,
+    http: {
+      headersTimeout: config.REQUEST_HEADERS_TIMEOUT_MS,
+      connectionsCheckingInterval: Math.min(TIMEOUT_CHECK_MS, config.REQUEST_HEADERS_TIMEOUT_MS)
+    },
     trustProxy: trustProxyOption(config.TRUST_PROXY),
     // genReqId reads X-Request-Id itself, keeping only a strict form (lib/logging.ts).
     requestIdHeader: false,
@@ -87,12 +95,14 @@ export async function buildApp ({ config, databaseUrl, migrate = true }: AppOpti
   app.removeContentTypeParser('text/plain')
   acceptEmptyJsonBodies(app)
   // Answers sent while closing (long polls woken by shutdown) also close their connection; left keep-alive,
-  // the server would wait for them until keepAliveTimeout.
+  // the server would wait for them until keepAliveTimeout. So do answers sent before the request's body has
+  // arrived (a refusal in onRequest): kept alive, the connection would wait for the rest of the body, however
+  // slowly the client sends it, before it could read the next request.
   let closing = false
   app.addHook('preClose', async () => { closing = true })
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id)
-    if (closing) reply.header('connection', 'close')
+    if (closing || request.raw.complete === false) reply.header('connection', 'close')
   })
 
   await app.register(configPlugin, { config })

@@ -10,6 +10,8 @@ const perMinute = (defaultLimit: number, description: string) =>
 export const ConfigSchema = Type.Object({
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3000 }),
   HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),
+  REQUEST_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 600000, default: 30000, description: 'longest a client may take to send a whole request, headers and body; then 408 and the connection is closed' }),
+  REQUEST_HEADERS_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 600000, default: 10000, description: 'longest a client may take to send a request\'s headers (at most REQUEST_TIMEOUT_MS)' }),
   LOG_LEVEL: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { default: 'info' }),
   DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
   DATABASE_POOL_MAX: Type.Integer({ minimum: 1, maximum: 1000, default: 20 }),
@@ -83,6 +85,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, { listens = tr
     trustProxyOption(config.TRUST_PROXY)
     parseSecretKeys(config.WEBHOOK_SECRET_KEYS)
     checkRetention(config)
+    checkRequestTimeouts(config)
   } catch (error) {
     const detail = error instanceof Error ? error.message : String(error)
     throw new Error(`Invalid configuration: ${detail}`)
@@ -105,6 +108,13 @@ function checkRetention (config: Config): void {
   const attempts = config.DELIVERY_ATTEMPT_RETENTION_DAYS
   if (events > 0 && attempts > events) {
     throw new Error(`env/DELIVERY_ATTEMPT_RETENTION_DAYS (${attempts}) cannot exceed EVENT_RETENTION_DAYS (${events}): attempts expire with their events`)
+  }
+}
+
+/** Node refuses a headers timeout longer than the request timeout, which covers the headers too. */
+function checkRequestTimeouts (config: Config): void {
+  if (config.REQUEST_HEADERS_TIMEOUT_MS > config.REQUEST_TIMEOUT_MS) {
+    throw new Error(`env/REQUEST_HEADERS_TIMEOUT_MS (${config.REQUEST_HEADERS_TIMEOUT_MS}) cannot exceed REQUEST_TIMEOUT_MS (${config.REQUEST_TIMEOUT_MS}), which includes the headers`)
   }
 }
 

@@ -15,14 +15,14 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** onRequest hook for routes that take an API key: resolves it (memory first) into request.organization. */
     resolveOrganization: (request: FastifyRequest) => Promise<void>
-    /** preValidation hook for routes that need an API key. */
+    /** onRequest hook for routes that need an API key, run after the rate limiter has counted the request. */
     requireOrganization: (request: FastifyRequest) => Promise<void>
     /** Drops an organization from this process's key cache (other processes hear it through NOTIFY). */
     forgetOrganization: (organizationId: string) => void
   }
 }
 
-/** Returns the authenticated organization; the route's preValidation hook guarantees there is one. */
+/** Returns the authenticated organization; the route's onRequest hook guarantees there is one. */
 export function organizationOf (request: FastifyRequest): Organization {
   if (!request.organization) throw apiError('unauthorized', 'missing_api_key', 'An API key is required')
   return request.organization
@@ -32,7 +32,7 @@ export function organizationOf (request: FastifyRequest): Organization {
  * API keys (lib/key-cache.ts), resolved before the rate limiter runs, so limits apply per organization and
  * requests with a bad key are limited per address. A key that memory cannot answer is looked up only while the
  * client's address has budget left, so bad keys cost at most one query each within RATE_LIMIT_ANONYMOUS.
- * Rejection happens later, in each protected route's preValidation (routes/api/hooks.ts).
+ * Rejection follows the rate limiter's count, still before the body is read (routes/api/hooks.ts).
  */
 export default fp(async (fastify) => {
   fastify.decorateRequest('organization', null)

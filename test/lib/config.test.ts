@@ -11,7 +11,9 @@ t.test('defaults are documented values', async (t) => {
     RATE_LIMIT_STARTER: 1000,
     RATE_LIMIT_PROFESSIONAL: 5000,
     RATE_LIMIT_ENTERPRISE: 10000,
-    RATE_LIMIT_ANONYMOUS: 1000
+    RATE_LIMIT_ANONYMOUS: 1000,
+    REQUEST_TIMEOUT_MS: 30000,
+    REQUEST_HEADERS_TIMEOUT_MS: 10000
   })
   t.equal(config.DATABASE_URL, undefined)
 })
@@ -24,7 +26,9 @@ t.test('an invalid value stops start-up with a message naming the setting', asyn
     [{ RATE_LIMIT_FREE: '-1' }, /RATE_LIMIT_FREE/],
     [{ DATABASE_URL: 'mysql://x' }, /DATABASE_URL/],
     [{ REDIS_URL: 'localhost:6379' }, /REDIS_URL/],
-    [{ ADMIN_TOKEN: 'short' }, /ADMIN_TOKEN/]
+    [{ ADMIN_TOKEN: 'short' }, /ADMIN_TOKEN/],
+    [{ REQUEST_TIMEOUT_MS: '50' }, /REQUEST_TIMEOUT_MS/],
+    [{ REQUEST_TIMEOUT_MS: '5000', REQUEST_HEADERS_TIMEOUT_MS: '10000' }, /REQUEST_HEADERS_TIMEOUT_MS \(10000\) cannot exceed REQUEST_TIMEOUT_MS/]
   ]
   for (const [env, pattern] of cases) {
     t.throws(() => loadConfig(env), { message: pattern }, JSON.stringify(env))
