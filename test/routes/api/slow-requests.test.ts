@@ -59,7 +59,8 @@ const postHead = (headers: Record<string, string>) => 'POST /api/events HTTP/1.1
 t.test('a request without a key is refused before its body is read, and its connection closed', async (t) => {
   const app = await buildTestApp(t)
   const port = await listening(app)
-  for (const headers of [{}, { 'x-api-key': 'sk_not_a_key' }]) {
+  const keyless: Array<Record<string, string>> = [{}, { 'x-api-key': 'sk_not_a_key' }]
+  for (const headers of keyless) {
     const { answer, sent, closedByServer } = await trickle(port, postHead(headers))
     t.match(answer, /^HTTP\/1\.1 401 /, `${JSON.stringify(headers)}: 401`)
     t.match(answer, /\r\nconnection: close\r\n/i, 'the answer says the connection closes')
