@@ -4,7 +4,7 @@ import {
   Acknowledged, BatchBody, BatchItemResult, BatchResult, BulkAckBody, BulkAckResult, Event, EventAccepted, EventInput, InboxPage
 } from './events.js'
 import { CacheStats, IngestStats, Liveness, NotReady, PoolStats, Readiness } from './health.js'
-import { ApiKey, GenerateKeyBody, KeyInfo, RotatedKey } from './keys.js'
+import { ApiKey, GenerateKeyBody, KeyInfo, RotatedKey, RotateKeyBody } from './keys.js'
 import { ExtendBody, ExtendResult, Lease, LeaseAckResult, LeaseBody, LeaseEventsBody, LeasedEvent, ReleaseResult } from './leases.js'
 import {
   CreateWebhookBody, Delivery, DeliveryPage, RedeliverBody, RedeliverResult, UpdateWebhookBody, Webhook, WebhookList, WebhookTestResult
@@ -18,7 +18,7 @@ import {
 export const NAMED_SCHEMAS: TSchema[] = [
   ErrorResponse,
   Liveness, PoolStats, Readiness, NotReady, CacheStats, IngestStats,
-  GenerateKeyBody, ApiKey, KeyInfo, RotatedKey,
+  GenerateKeyBody, ApiKey, KeyInfo, RotateKeyBody, RotatedKey,
   EventInput, EventAccepted, Event, BatchBody, BatchItemResult, BatchResult, Acknowledged, BulkAckBody, BulkAckResult, InboxPage,
   LeaseBody, LeasedEvent, Lease, LeaseEventsBody, LeaseAckResult, ReleaseResult, ExtendBody, ExtendResult,
   CreateWebhookBody, UpdateWebhookBody, Webhook, WebhookList, Delivery, DeliveryPage, RedeliverBody, RedeliverResult, WebhookTestResult

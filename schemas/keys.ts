@@ -32,4 +32,20 @@ export const KeyInfo = Type.Object({
   created_at: timestamp
 }, { $id: 'KeyInfo' })
 
-export const RotatedKey = Type.Object({ api_key: apiKey, key_prefix: keyPrefix }, { $id: 'RotatedKey' })
+/** A week: long enough to roll a key out to every worker, short enough that a leaked old key does not linger. */
+export const MAX_KEY_GRACE_SECONDS = 7 * 24 * 3600
+
+export const RotateKeyBody = Type.Object({
+  expires_in_seconds: Type.Integer({
+    minimum: 0,
+    maximum: MAX_KEY_GRACE_SECONDS,
+    default: 0,
+    description: 'How long the old key keeps working (0: it stops now; at most 7 days). Rotating again ends any earlier grace period.'
+  })
+}, { $id: 'RotateKeyBody', additionalProperties: false })
+
+export const RotatedKey = Type.Object({
+  api_key: apiKey,
+  key_prefix: keyPrefix,
+  previous_key_expires_at: Type.Union([timestamp, Type.Null()], { description: 'When the old key stops working; null: it already has' })
+}, { $id: 'RotatedKey' })
