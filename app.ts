@@ -17,6 +17,7 @@ import postgresPlugin from './plugins/external/postgres.js'
 import rateLimitPlugin from './plugins/external/rate-limit.js'
 import sensiblePlugin from './plugins/external/sensible.js'
 import swaggerPlugin from './plugins/external/swagger.js'
+import underPressurePlugin from './plugins/external/under-pressure.js'
 import apiRoutes from './routes/api/index.js'
 import healthRoutes from './routes/health/index.js'
 import metricsRoutes from './routes/metrics/index.js'
@@ -124,6 +125,8 @@ export async function buildApp ({ config, databaseUrl, migrate = true }: AppOpti
   await app.register(retentionPlugin)
   // Before everything that counts into it (rate limit, group commit, the worker) and every route (each gets its timer).
   await app.register(metricsPlugin)
+  // Its onRequest hook sheds load before any other does work (the address budget, the key lookup, the body).
+  await app.register(underPressurePlugin)
   // Before auth, which peeks at an address's budget before it looks a key up.
   await app.register(rateLimitPlugin)
   await app.register(authPlugin)

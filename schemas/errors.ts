@@ -42,7 +42,7 @@ const ERRORS: Record<ErrorStatus | 500, TSchemaOptions> = {
   },
   500: { description: 'Internal error (code internal_error; the details are in the server log)' },
   503: {
-    description: 'The database is unreachable (code database_unavailable), or the queue of events waiting to be stored is full (code overloaded, with Retry-After)',
+    description: 'The database is unreachable (code database_unavailable), or the server sheds load: its event loop or memory is over a bound, or the queue of events waiting to be stored is full (code overloaded, with Retry-After)',
     headers: { 'Retry-After': { ...RETRY_AFTER, description: 'With code overloaded: seconds to wait before sending again' } }
   }
 }

@@ -13,7 +13,12 @@ t.test('defaults are documented values', async (t) => {
     RATE_LIMIT_ENTERPRISE: 10000,
     RATE_LIMIT_ANONYMOUS: 1000,
     REQUEST_TIMEOUT_MS: 30000,
-    REQUEST_HEADERS_TIMEOUT_MS: 10000
+    REQUEST_HEADERS_TIMEOUT_MS: 10000,
+    OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: 50,
+    OVERLOAD_MAX_HEAP_USED_MB: 0,
+    OVERLOAD_MAX_RSS_MB: 0,
+    OVERLOAD_SAMPLE_INTERVAL_MS: 100,
+    OVERLOAD_RETRY_AFTER_SECONDS: 1
   })
   t.equal(config.DATABASE_URL, undefined)
 })
@@ -28,6 +33,8 @@ t.test('an invalid value stops start-up with a message naming the setting', asyn
     [{ REDIS_URL: 'localhost:6379' }, /REDIS_URL/],
     [{ ADMIN_TOKEN: 'short' }, /ADMIN_TOKEN/],
     [{ REQUEST_TIMEOUT_MS: '50' }, /REQUEST_TIMEOUT_MS/],
+    [{ OVERLOAD_SAMPLE_INTERVAL_MS: '5' }, /OVERLOAD_SAMPLE_INTERVAL_MS/],
+    [{ OVERLOAD_RETRY_AFTER_SECONDS: '0' }, /OVERLOAD_RETRY_AFTER_SECONDS/],
     [{ REQUEST_TIMEOUT_MS: '5000', REQUEST_HEADERS_TIMEOUT_MS: '10000' }, /REQUEST_HEADERS_TIMEOUT_MS \(10000\) cannot exceed REQUEST_TIMEOUT_MS/]
   ]
   for (const [env, pattern] of cases) {

@@ -1,0 +1,50 @@
+import { apiError } from './api-error.js'
+import type { Config } from './config.js'
+
+export type OverloadSettings = Pick<Config,
+  'OVERLOAD_MAX_EVENT_LOOP_DELAY_MS' | 'OVERLOAD_MAX_HEAP_USED_MB' | 'OVERLOAD_MAX_RSS_MB' | 'OVERLOAD_SAMPLE_INTERVAL_MS' | 'OVERLOAD_RETRY_AFTER_SECONDS'>
+
+const MB = 1024 * 1024
+
+/** What a process measures of itself (@fastify/under-pressure's memoryUsage()). */
+export interface ProcessLoad {
+  eventLoopDelay: number
+  heapUsed: number
+  rssBytes: number
+}
+
+/** The load as /health/ready reports it, beside whether requests are being shed. */
+export interface Pressure {
+  overloaded: boolean
+  event_loop_delay_ms: number
+  heap_used_mb: number
+  rss_mb: number
+}
+
+export function describePressure (load: ProcessLoad, overloaded: boolean): Pressure {
+  return {
+    overloaded,
+    // Infinity when no sample was taken in a whole interval (the loop was blocked throughout): JSON has no Infinity.
+    event_loop_delay_ms: Number.isFinite(load.eventLoopDelay) ? Math.round(load.eventLoopDelay) : -1,
+    heap_used_mb: Math.round(load.heapUsed / MB),
+    rss_mb: Math.round(load.rssBytes / MB)
+  }
+}
+
+/** The bounds in the form @fastify/under-pressure takes them (0 leaves a bound off). */
+export function pressureBounds (settings: OverloadSettings) {
+  return {
+    maxEventLoopDelay: settings.OVERLOAD_MAX_EVENT_LOOP_DELAY_MS,
+    maxHeapUsedBytes: settings.OVERLOAD_MAX_HEAP_USED_MB * MB,
+    maxRssBytes: settings.OVERLOAD_MAX_RSS_MB * MB,
+    sampleInterval: settings.OVERLOAD_SAMPLE_INTERVAL_MS,
+    retryAfter: settings.OVERLOAD_RETRY_AFTER_SECONDS
+  }
+}
+
+/** The 503 of a shed request: the same code and header as a full ingest queue's. */
+export function shedError (retryAfterSeconds: number, what: string): Error {
+  return Object.assign(
+    apiError('serviceUnavailable', 'overloaded', `The server is overloaded (${what}); retry in ${retryAfterSeconds} s`),
+    { headers: { 'retry-after': String(retryAfterSeconds) } })
+}
