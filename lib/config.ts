@@ -40,6 +40,7 @@ export const ConfigSchema = Type.Object({
   INGEST_GROUP_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 100, default: 2, description: 'shared INSERTs in flight at once (each holds a pool client)' }),
   INGEST_GROUP_MAX_BYTES: Type.Integer({ minimum: 1024, default: 8388608, description: 'serialized events per shared INSERT, in bytes (one write is never split)' }),
   INGEST_QUEUE_MAX_EVENTS: Type.Integer({ minimum: 1, default: 50000, description: 'events waiting for a group commit before new writes get 503 overloaded' }),
+  INGEST_QUEUE_MAX_WAIT_MS: Type.Integer({ minimum: 0, maximum: 60000, default: 50, description: 'how long the oldest write may have waited for a group commit before new writes get 503 overloaded (0 = no limit; above INGEST_GROUP_WAIT_MS)' }),
   OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: Type.Integer({ minimum: 0, maximum: 60000, default: 50, description: 'mean event-loop delay over a sample above which requests are shed with 503 overloaded (0 = off)' }),
   OVERLOAD_MAX_HEAP_USED_MB: Type.Integer({ minimum: 0, default: 0, description: 'V8 heap in use above which requests are shed (0 = off)' }),
   OVERLOAD_MAX_RSS_MB: Type.Integer({ minimum: 0, default: 0, description: 'resident memory above which requests are shed (0 = off; RSS shrinks slowly, so prefer the heap bound)' }),
@@ -91,6 +92,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, { listens = tr
     parseSecretKeys(config.WEBHOOK_SECRET_KEYS)
     checkRetention(config)
     checkRequestTimeouts(config)
+    checkQueueWait(config)
   } catch (error) {
     const detail = error instanceof Error ? error.message : String(error)
     throw new Error(`Invalid configuration: ${detail}`)
@@ -113,6 +115,13 @@ function checkRetention (config: Config): void {
   const attempts = config.DELIVERY_ATTEMPT_RETENTION_DAYS
   if (events > 0 && attempts > events) {
     throw new Error(`env/DELIVERY_ATTEMPT_RETENTION_DAYS (${attempts}) cannot exceed EVENT_RETENTION_DAYS (${events}): attempts expire with their events`)
+  }
+}
+
+/** A write waits up to INGEST_GROUP_WAIT_MS on purpose: a queue bound within that would refuse every write. */
+function checkQueueWait (config: Config): void {
+  if (config.INGEST_QUEUE_MAX_WAIT_MS > 0 && config.INGEST_QUEUE_MAX_WAIT_MS <= config.INGEST_GROUP_WAIT_MS) {
+    throw new Error(`env/INGEST_QUEUE_MAX_WAIT_MS (${config.INGEST_QUEUE_MAX_WAIT_MS}) must exceed INGEST_GROUP_WAIT_MS (${config.INGEST_GROUP_WAIT_MS}), or be 0`)
   }
 }
 

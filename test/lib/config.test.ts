@@ -18,7 +18,8 @@ t.test('defaults are documented values', async (t) => {
     OVERLOAD_MAX_HEAP_USED_MB: 0,
     OVERLOAD_MAX_RSS_MB: 0,
     OVERLOAD_SAMPLE_INTERVAL_MS: 100,
-    OVERLOAD_RETRY_AFTER_SECONDS: 1
+    OVERLOAD_RETRY_AFTER_SECONDS: 1,
+    INGEST_QUEUE_MAX_WAIT_MS: 50
   })
   t.equal(config.DATABASE_URL, undefined)
 })
@@ -35,6 +36,7 @@ t.test('an invalid value stops start-up with a message naming the setting', asyn
     [{ REQUEST_TIMEOUT_MS: '50' }, /REQUEST_TIMEOUT_MS/],
     [{ OVERLOAD_SAMPLE_INTERVAL_MS: '5' }, /OVERLOAD_SAMPLE_INTERVAL_MS/],
     [{ OVERLOAD_RETRY_AFTER_SECONDS: '0' }, /OVERLOAD_RETRY_AFTER_SECONDS/],
+    [{ INGEST_GROUP_WAIT_MS: '50', INGEST_QUEUE_MAX_WAIT_MS: '50' }, /INGEST_QUEUE_MAX_WAIT_MS \(50\) must exceed INGEST_GROUP_WAIT_MS/],
     [{ REQUEST_TIMEOUT_MS: '5000', REQUEST_HEADERS_TIMEOUT_MS: '10000' }, /REQUEST_HEADERS_TIMEOUT_MS \(10000\) cannot exceed REQUEST_TIMEOUT_MS/]
   ]
   for (const [env, pattern] of cases) {
