@@ -1,4 +1,5 @@
-import { apiError } from './api-error.js'
+import type { ServerResponse } from 'node:http'
+import { apiError, errorBody } from './api-error.js'
 import type { Config } from './config.js'
 
 export type OverloadSettings = Pick<Config,
@@ -42,9 +43,35 @@ export function pressureBounds (settings: OverloadSettings) {
   }
 }
 
+export type PressureBounds = ReturnType<typeof pressureBounds>
+
+/** Which bound the load is over, in words, checked in @fastify/under-pressure's order. */
+export function pressureReason (load: ProcessLoad, bounds: PressureBounds): string {
+  if (bounds.maxEventLoopDelay > 0 && load.eventLoopDelay > bounds.maxEventLoopDelay) return 'event loop behind'
+  if (bounds.maxHeapUsedBytes > 0 && load.heapUsed > bounds.maxHeapUsedBytes) return 'heap too large'
+  if (bounds.maxRssBytes > 0 && load.rssBytes > bounds.maxRssBytes) return 'memory too large'
+  return 'busy'
+}
+
+const shedMessage = (retryAfterSeconds: number, reason: string) => `The server is overloaded (${reason}); retry in ${retryAfterSeconds} s`
+
 /** The 503 of a shed request: the same code and header as a full ingest queue's. */
-export function shedError (retryAfterSeconds: number, what: string): Error {
-  return Object.assign(
-    apiError('serviceUnavailable', 'overloaded', `The server is overloaded (${what}); retry in ${retryAfterSeconds} s`),
-    { headers: { 'retry-after': String(retryAfterSeconds) } })
+export function shedError (retryAfterSeconds: number, reason: string): Error {
+  return Object.assign(apiError('serviceUnavailable', 'overloaded', shedMessage(retryAfterSeconds, reason)), { headers: { 'retry-after': String(retryAfterSeconds) } })
+}
+
+/**
+ * The same 503 written straight to the HTTP response, for requests refused before Fastify sees them. When the
+ * request's body is still arriving, the connection closes with the answer instead of waiting for the rest.
+ */
+export function writeShedAnswer (response: ServerResponse, requestId: string, retryAfterSeconds: number, reason: string, bodyArrived: boolean): void {
+  const body = JSON.stringify(errorBody(503, 'overloaded', shedMessage(retryAfterSeconds, reason)))
+  response.writeHead(503, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+    'retry-after': String(retryAfterSeconds),
+    'x-request-id': requestId,
+    ...(bodyArrived ? {} : { connection: 'close' })
+  })
+  response.end(body)
 }
