@@ -41,7 +41,7 @@ export const ConfigSchema = Type.Object({
   INGEST_GROUP_MAX_BYTES: Type.Integer({ minimum: 1024, default: 8388608, description: 'serialized events per shared INSERT, in bytes (one write is never split)' }),
   INGEST_QUEUE_MAX_EVENTS: Type.Integer({ minimum: 1, default: 50000, description: 'events waiting for a group commit before new writes get 503 overloaded' }),
   INGEST_QUEUE_MAX_WAIT_MS: Type.Integer({ minimum: 0, maximum: 60000, default: 50, description: 'how long the oldest write may have waited for a group commit before new writes get 503 overloaded (0 = no limit; above INGEST_GROUP_WAIT_MS)' }),
-  OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: Type.Integer({ minimum: 0, maximum: 60000, default: 50, description: 'mean event-loop delay over a sample above which requests are shed with 503 overloaded (0 = off)' }),
+  OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: Type.Integer({ minimum: 0, maximum: 60000, default: 100, description: 'mean event-loop delay over a sample above which requests are shed with 503 overloaded (0 = off)' }),
   OVERLOAD_MAX_HEAP_USED_MB: Type.Integer({ minimum: 0, default: 0, description: 'V8 heap in use above which requests are shed (0 = off)' }),
   OVERLOAD_MAX_RSS_MB: Type.Integer({ minimum: 0, default: 0, description: 'resident memory above which requests are shed (0 = off; RSS shrinks slowly, so prefer the heap bound)' }),
   OVERLOAD_SAMPLE_INTERVAL_MS: Type.Integer({ minimum: 10, maximum: 10000, default: 100, description: 'how often event-loop delay and memory are sampled' }),
