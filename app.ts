@@ -51,6 +51,17 @@ function acceptEmptyJsonBodies (app: FastifyInstance): void {
 }
 
 /**
+ * Whether the request's body has arrived. Node hands a request over (and runs what that starts, to the end of
+ * its microtasks) before it parses the body that came in the same packet, so a request looks incomplete then:
+ * it is judged again once the packet has been read. Injected requests have no `complete`: they are whole.
+ */
+async function bodyArrived (request: { complete?: boolean }): Promise<boolean> {
+  if (request.complete !== false) return true
+  await new Promise((resolve) => setImmediate(resolve))
+  return request.complete
+}
+
+/**
  * One access line per request, written when it completes (method, url, status, time), instead of Fastify's
  * two: serializing log lines is a large share of a cheap request's CPU.
  */
@@ -103,7 +114,7 @@ export async function buildApp ({ config, databaseUrl, migrate = true }: AppOpti
   app.addHook('preClose', async () => { closing = true })
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id)
-    if (closing || request.raw.complete === false) reply.header('connection', 'close')
+    if (closing || !await bodyArrived(request.raw)) reply.header('connection', 'close')
   })
 
   await app.register(configPlugin, { config })

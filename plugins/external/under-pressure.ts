@@ -47,8 +47,9 @@ export default fp(async (fastify) => {
   fastify.server.on('request', (request: IncomingMessage, response: ServerResponse) => {
     if (overloaded() && !unshed.has((request.url ?? '').split('?', 1)[0] ?? '')) {
       fastify.metrics.countShed()
-      // After the parser has read the rest of this chunk: a body that came with the headers has arrived by then.
-      process.nextTick(() => {
+      // Once the packet has been read (Node hands the request over before it parses the body that came with it),
+      // so that only a body still on its way closes the connection.
+      setImmediate(() => {
         writeShedAnswer(response, requestIdOf(request.headers), bounds.retryAfter, pressureReason(fastify.memoryUsage(), bounds), request.complete)
       })
       return

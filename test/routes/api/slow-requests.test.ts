@@ -104,3 +104,22 @@ t.test('a request whose body arrives in time is served on a kept-alive connectio
   })
   t.equal(refused.status, 401, 'a keyless request is refused whether or not its body has arrived')
 })
+
+t.test('a keyless request whose body came with it is refused on a connection kept alive', async (t) => {
+  const app = await buildTestApp(t)
+  const port = await listening(app)
+  const socket = connect(port, '127.0.0.1')
+  await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject))
+  let received = ''
+  socket.on('data', (chunk: Buffer) => { received += chunk.toString() })
+  const body = JSON.stringify({ type: 'keep.alive', payload: { filler: 'x'.repeat(1000) } })
+  // Headers and body in one write, as most clients send a small request.
+  socket.write(`POST /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`)
+  for (let waited = 0; !/\r\n\r\n\{[^}]*\}/.test(received) && waited < 200; waited++) await sleep(TRICKLE_EVERY_MS)
+  t.match(received, /^HTTP\/1\.1 401 /)
+  t.notMatch(received, /\r\nconnection: close\r\n/i, 'the connection is kept: nothing of the request was left unread')
+  socket.write('GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n')
+  for (let waited = 0; !/HTTP\/1\.1 200 /.test(received) && waited < 200; waited++) await sleep(TRICKLE_EVERY_MS)
+  t.match(received, /HTTP\/1\.1 200 /, 'and serves the next request')
+  socket.destroy()
+})
