@@ -13,6 +13,41 @@ export function overloadConnections (setting: string | undefined): number[] {
   return counts
 }
 
+/** Cumulative counts of the server's own histogram of 201 answers to POST /api/events, by upper bound in seconds. */
+type Buckets = Map<number, number>
+
+const BUCKET_LINE = /^http_request_duration_seconds_bucket\{le="([^"]+)",method="POST",route="\/api\/events",status_code="201"\} (\d+)$/
+
+async function acceptedBuckets (server: BenchServer): Promise<Buckets> {
+  const text = await (await fetch(`${server.baseUrl}/metrics`)).text()
+  const buckets: Buckets = new Map()
+  for (const line of text.split('\n')) {
+    const match = BUCKET_LINE.exec(line)
+    if (match?.[1] !== undefined && match[2] !== undefined) buckets.set(match[1] === '+Inf' ? Infinity : Number(match[1]), Number(match[2]))
+  }
+  return buckets
+}
+
+/**
+ * What the server measured itself (from reading a request to answering it, no socket or client time) for the
+ * 201s of the run: the share within 100 ms, and the histogram bound that holds 99 % of them.
+ */
+export interface ServerSide {
+  within100MsShare: number
+  p99AtMostSeconds: number
+}
+
+function serverSide (before: Buckets, after: Buckets): ServerSide | undefined {
+  const bounds = [...after.keys()].sort((a, b) => a - b)
+  const counted = (bound: number) => (after.get(bound) ?? 0) - (before.get(bound) ?? 0)
+  const total = counted(Infinity)
+  if (total === 0) return undefined
+  return {
+    within100MsShare: counted(0.1) / total,
+    p99AtMostSeconds: bounds.find((bound) => counted(bound) >= 0.99 * total) ?? Infinity
+  }
+}
+
 export interface OverloadResult {
   connections: number
   seconds: number
@@ -23,8 +58,9 @@ export interface OverloadResult {
   /** Socket errors and requests autocannon gave up on (its 10 s timeout). */
   errors: number
   timeouts: number
-  /** Latency of the 201 answers alone: what shedding is for. */
+  /** Latency of the 201 answers alone as the client saw them: what shedding is for. */
   accepted: Percentiles
+  acceptedServerSide: ServerSide | undefined
   shed: Percentiles | undefined
   peakRssMb: number | undefined
   rowCheck: string
@@ -45,8 +81,10 @@ export async function measureOverload (server: BenchServer, databaseUrl: string,
     if (list === undefined) latencies.set(status, list = [])
     list.push(latencyMs)
   }
+  const before = await acceptedBuckets(server)
   const { result: run, rssSamples } = await sampleRss(server, () =>
     runHttpLoad(server.baseUrl, organization, singleEvents(), seconds, { connections, onAnswer }))
+  const after = await acceptedBuckets(server)
   const rows = await checkRows(databaseUrl, organization.id, run)
   const statuses = Object.fromEntries([...latencies].map(([status, list]) => [status, list.length]))
   const shed = latencies.get(503)
@@ -61,12 +99,15 @@ export async function measureOverload (server: BenchServer, databaseUrl: string,
     errors: result.errors - result.timeouts,
     timeouts: result.timeouts,
     accepted: percentiles(latencies.get(201) ?? []),
+    acceptedServerSide: serverSide(before, after),
     shed: shed === undefined ? undefined : percentiles(shed),
     peakRssMb: peakMb(rssSamples),
     rowCheck: rows.summary,
     rowCheckOk: rows.ok
   }
-  console.log(`overload ${connections}: ${overload.acceptedPerSecond.toFixed(0)} accepted/s, 201 p99 ${overload.accepted.p99} ms, ` +
+  const inServer = overload.acceptedServerSide
+  console.log(`overload ${connections}: ${overload.acceptedPerSecond.toFixed(0)} accepted/s, 201 p99 ${overload.accepted.p99.toFixed(0)} ms ` +
+    `(in the server: ${inServer ? `${(100 * inServer.within100MsShare).toFixed(1)} % within 100 ms, p99 ≤ ${inServer.p99AtMostSeconds * 1000} ms` : 'n/a'}), ` +
     `statuses ${JSON.stringify(statuses)}, ${overload.timeouts} timeouts, peak RSS ${overload.peakRssMb?.toFixed(0) ?? 'n/a'} MB; ${rows.summary}`)
   return overload
 }
