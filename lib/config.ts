@@ -44,6 +44,7 @@ export const ConfigSchema = Type.Object({
   OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: Type.Integer({ minimum: 0, maximum: 60000, default: 100, description: 'mean event-loop delay over a sample above which requests are shed with 503 overloaded (0 = off)' }),
   OVERLOAD_MAX_HEAP_USED_MB: Type.Integer({ minimum: 0, default: 0, description: 'V8 heap in use above which requests are shed (0 = off)' }),
   OVERLOAD_MAX_RSS_MB: Type.Integer({ minimum: 0, default: 0, description: 'resident memory above which requests are shed (0 = off; RSS shrinks slowly, so prefer the heap bound)' }),
+  OVERLOAD_MAX_IN_FLIGHT: Type.Integer({ minimum: 0, maximum: 100000, default: 256, description: 'requests in progress at once (long polls and streams aside) beyond which new ones are shed (0 = no limit)' }),
   OVERLOAD_SAMPLE_INTERVAL_MS: Type.Integer({ minimum: 10, maximum: 10000, default: 100, description: 'how often event-loop delay and memory are sampled' }),
   OVERLOAD_RETRY_AFTER_SECONDS: Type.Integer({ minimum: 1, maximum: 3600, default: 1, description: 'Retry-After of a shed request' }),
   INGEST_ISOLATED_RETRY_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 100, default: 2, description: 'writes of a refused group retried alone at once' }),

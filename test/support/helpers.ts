@@ -44,6 +44,7 @@ export function testConfig (overrides: Record<string, string> = {}): Config {
     // A busy test machine must not shed a test's requests; the shedding tests set their own bounds.
     OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '0',
     INGEST_QUEUE_MAX_WAIT_MS: '0',
+    OVERLOAD_MAX_IN_FLIGHT: '0',
     REDIS_KEY_PREFIX: `test:${randomUUID()}:`,
     // Only the webhook delivery tests run workers, so no other test's app sends their deliveries.
     WEBHOOK_WORKER: 'off',

@@ -112,3 +112,34 @@ t.test('within bounds, readiness reports the load', async (t) => {
   t.equal(ready.statusCode, 200)
   t.match(ready.json(), { status: 'ok', pressure: { overloaded: false, event_loop_delay_ms: Number, heap_used_mb: Number, rss_mb: Number } })
 })
+
+t.test('requests beyond OVERLOAD_MAX_IN_FLIGHT in progress are shed; long polls do not count', async (t) => {
+  let release = () => {}
+  const held = new Promise<void>((resolve) => { release = resolve })
+  let entered = 0
+  const app = await buildTestApp(t, { OVERLOAD_MAX_IN_FLIGHT: '2' }, (app) => {
+    app.get('/test/hold', { config: { rateLimit: false } }, async () => {
+      entered++
+      await held
+      return { ok: true }
+    })
+  })
+  await waitFor('the first samples of the serving process', () => !app.overloaded())
+  const organization = await createOrganization(app)
+  const baseUrl = await listening(app)
+  const longPoll = fetch(`${baseUrl}/api/inbox/lease`, {
+    method: 'POST', headers: { ...organization.headers, 'content-type': 'application/json' }, body: JSON.stringify({ wait_seconds: 2 })
+  })
+  const holding = [fetch(`${baseUrl}/test/hold`), fetch(`${baseUrl}/test/hold`)]
+  await waitFor('two requests in progress', () => entered === 2)
+  const refused = await fetch(`${baseUrl}/test/hold`)
+  t.equal(refused.status, 503, 'a third request in progress is one too many')
+  t.match(await refused.json(), { code: 'overloaded', message: /too many requests in progress/ })
+  t.equal(refused.headers.get('retry-after'), '1')
+  t.equal(refused.headers.get('connection'), 'close', 'and its connection closes: the client reconnects before it asks again')
+  t.equal((await fetch(`${baseUrl}/health`)).status, 200, 'liveness is never shed')
+  release()
+  t.same(await Promise.all(holding.map(async (response) => (await response).status)), [200, 200], 'the requests let in are answered')
+  t.equal((await fetch(`${baseUrl}/test/hold`)).status, 200, 'once they are, new requests are let in again')
+  t.equal((await longPoll).status, 200, 'the long poll waiting meanwhile was not counted and was answered')
+})
