@@ -1,8 +1,7 @@
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import { randomUUID } from 'node:crypto'
 import { processPoolMax, trustProxyOption, type Config } from './lib/config.js'
-import { loggerOptions } from './lib/logging.js'
+import { loggerOptions, requestIdOf } from './lib/logging.js'
 import authPlugin from './plugins/app/auth.js'
 import configPlugin from './plugins/app/config.js'
 import dedupPlugin from './plugins/app/dedup.js'
@@ -18,6 +17,7 @@ import postgresPlugin from './plugins/external/postgres.js'
 import rateLimitPlugin from './plugins/external/rate-limit.js'
 import sensiblePlugin from './plugins/external/sensible.js'
 import swaggerPlugin from './plugins/external/swagger.js'
+import underPressurePlugin from './plugins/external/under-pressure.js'
 import apiRoutes from './routes/api/index.js'
 import healthRoutes from './routes/health/index.js'
 import metricsRoutes from './routes/metrics/index.js'
@@ -26,6 +26,8 @@ import { validatorCompiler } from './schemas/validation.js'
 import { NAMED_SCHEMAS } from './schemas/components.js'
 
 const BODY_LIMIT_BYTES = 256 * 1024
+/** Node checks request and header timeouts this often (its default, 30 s, would let a timed-out request live that much longer). */
+const TIMEOUT_CHECK_MS = 1000
 
 export interface AppOptions {
   config: Config
@@ -46,6 +48,17 @@ function acceptEmptyJsonBodies (app: FastifyInstance): void {
     if (body.length === 0) done(null, undefined)
     else parseJson(request, body.toString(), done)
   })
+}
+
+/**
+ * Whether the request's body has arrived. Node hands a request over (and runs what that starts, to the end of
+ * its microtasks) before it parses the body that came in the same packet, so a request looks incomplete then:
+ * it is judged again once the packet has been read. Injected requests have no `complete`: they are whole.
+ */
+async function bodyArrived (request: { complete?: boolean }): Promise<boolean> {
+  if (request.complete !== false) return true
+  await new Promise((resolve) => setImmediate(resolve))
+  return request.complete
 }
 
 /**
@@ -73,9 +86,16 @@ export async function buildApp ({ config, databaseUrl, migrate = true }: AppOpti
   const app = Fastify({
     logger: loggerOptions(config.LOG_LEVEL),
     bodyLimit: BODY_LIMIT_BYTES,
+    // A client that trickles its request (slowloris) is cut off: 408, connection closed.
+    requestTimeout: config.REQUEST_TIMEOUT_MS,
+    http: {
+      headersTimeout: config.REQUEST_HEADERS_TIMEOUT_MS,
+      connectionsCheckingInterval: Math.min(TIMEOUT_CHECK_MS, config.REQUEST_HEADERS_TIMEOUT_MS)
+    },
     trustProxy: trustProxyOption(config.TRUST_PROXY),
-    requestIdHeader: 'x-request-id',
-    genReqId: () => randomUUID(),
+    // genReqId reads X-Request-Id itself, keeping only a strict form (lib/logging.ts).
+    requestIdHeader: false,
+    genReqId: (request) => requestIdOf(request.headers),
     logController: new OneLinePerRequest(),
     // On close, idle keep-alive sockets are dropped at once; requests in flight finish first.
     forceCloseConnections: 'idle'
@@ -87,12 +107,14 @@ export async function buildApp ({ config, databaseUrl, migrate = true }: AppOpti
   app.removeContentTypeParser('text/plain')
   acceptEmptyJsonBodies(app)
   // Answers sent while closing (long polls woken by shutdown) also close their connection; left keep-alive,
-  // the server would wait for them until keepAliveTimeout.
+  // the server would wait for them until keepAliveTimeout. So do answers sent before the request's body has
+  // arrived (a refusal in onRequest): kept alive, the connection would wait for the rest of the body, however
+  // slowly the client sends it, before it could read the next request.
   let closing = false
   app.addHook('preClose', async () => { closing = true })
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id)
-    if (closing) reply.header('connection', 'close')
+    if (closing || !await bodyArrived(request.raw)) reply.header('connection', 'close')
   })
 
   await app.register(configPlugin, { config })
@@ -106,6 +128,8 @@ export async function buildApp ({ config, databaseUrl, migrate = true }: AppOpti
   await app.register(retentionPlugin)
   // Before everything that counts into it (rate limit, group commit, the worker) and every route (each gets its timer).
   await app.register(metricsPlugin)
+  // Its onRequest hook sheds load before any other does work (the address budget, the key lookup, the body).
+  await app.register(underPressurePlugin)
   // Before auth, which peeks at an address's budget before it looks a key up.
   await app.register(rateLimitPlugin)
   await app.register(authPlugin)

@@ -10,6 +10,12 @@ import { loggerOptions } from './lib/logging.js'
 import { loadConfig, processPoolMax, type Config } from './lib/config.js'
 
 const NAME = 'triggers-api'
+/**
+ * Connections the kernel may hold for us before they are accepted (Node's default is 511; Linux caps it at
+ * net.core.somaxconn). Clients whose shed answer closed their connection reconnect in bursts: beyond the
+ * backlog their SYNs are dropped and retried after 1, 3, 7 s, which is all the latency they then see.
+ */
+const LISTEN_BACKLOG = 4096
 const CLOSE_DELAY_MS = 10_000
 const SHUTDOWN_SIGNALS = ['SIGINT', 'SIGTERM'] as const
 /**
@@ -46,7 +52,7 @@ async function main (): Promise<void> {
     // A cluster child gets DATABASE_URL from the primary (which started the embedded server, if any, and migrated).
     running.database = await openDatabase(config, startupLog, { exitOnSignal: false })
     running.app = await buildApp({ config, databaseUrl: running.database.url, migrate: cluster.isPrimary })
-    await running.app.listen({ port: config.PORT, host: config.HOST })
+    await running.app.listen({ port: config.PORT, host: config.HOST, backlog: LISTEN_BACKLOG })
   } catch (error) {
     startupLog.fatal({ err: error }, 'start-up failed')
     await closeAll(running).catch((closeError: unknown) => startupLog.error({ err: closeError }, 'could not close after the failed start-up'))

@@ -95,15 +95,29 @@ export function acceptedIdsOf (status: number, body: string): string[] {
   return status === 201 && typeof parsed.event_id === 'string' ? [parsed.event_id] : []
 }
 
-export async function runHttpLoad (baseUrl: string, organization: Organization, scenario: HttpScenario, seconds: number): Promise<HttpRun> {
+export interface LoadOptions {
+  /** Connections, each sending its next request as soon as the previous one is answered (CONNECTIONS by default). */
+  connections?: number
+  /** Called for every answer with its status and latency in ms (autocannon's own histogram mixes all statuses). */
+  onAnswer?: (status: number, latencyMs: number) => void
+}
+
+function runAutocannon (options: autocannon.Options, onAnswer: LoadOptions['onAnswer']): Promise<autocannon.Result> {
+  return new Promise((resolve, reject) => {
+    const instance = autocannon(options, (error: unknown, result) => { if (error) reject(error instanceof Error ? error : new Error(String(error))); else resolve(result) })
+    if (onAnswer) instance.on('response', (_client, status, _bytes, latencyMs) => { onAnswer(status, latencyMs) })
+  })
+}
+
+export async function runHttpLoad (baseUrl: string, organization: Organization, scenario: HttpScenario, seconds: number, options: LoadOptions = {}): Promise<HttpRun> {
   const acceptedIds = new Set<string>()
   const unansweredDedupIds = new Set<string>()
   const statuses = new Map<number, number>()
   // autocannon hands setupRequest and onResponse the same context object for one request.
   const dedupIdsOf = new WeakMap<object, string[]>()
-  const result = await autocannon({
+  const result = await runAutocannon({
     url: `${baseUrl}${scenario.path}`,
-    connections: CONNECTIONS,
+    connections: options.connections ?? CONNECTIONS,
     duration: seconds,
     method: 'POST',
     headers: { 'content-type': 'application/json', 'x-api-key': organization.key },
@@ -120,7 +134,7 @@ export async function runHttpLoad (baseUrl: string, organization: Organization, 
         for (const id of acceptedIdsOf(status, body)) acceptedIds.add(id)
       }
     }]
-  })
+  }, options.onAnswer)
   return { result, acceptedIds, unansweredDedupIds, statuses }
 }
 

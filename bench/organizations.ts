@@ -15,13 +15,22 @@ export const ADMIN_TOKEN = process.env.ADMIN_TOKEN || randomBytes(24).toString('
 /** Every organization created and not yet deleted, so each clean-up removes exactly the bench's own data. */
 const createdOrganizationIds: string[] = []
 
+// A server that sheds load (503 overloaded) is asked again after its Retry-After, this many times.
+const OVERLOADED_TRIES = 10
+
 /** An enterprise organization (the bench runs the server with a limit no scenario reaches). */
 export async function createOrganization (baseUrl: string, name: string): Promise<Organization> {
-  const response = await fetch(`${baseUrl}/api/keys/generate`, {
+  const generate = () => fetch(`${baseUrl}/api/keys/generate`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', 'x-admin-token': ADMIN_TOKEN },
     body: JSON.stringify({ organization_name: `${name}-${randomUUID()}`, tier: 'enterprise' })
   })
+  let response = await generate()
+  for (let tries = 1; response.status === 503 && tries < OVERLOADED_TRIES; tries++) {
+    await response.body?.cancel()
+    await new Promise((resolve) => setTimeout(resolve, 1000 * Number(response.headers.get('retry-after') ?? 1)))
+    response = await generate()
+  }
   if (response.status !== 201) throw new Error(`POST /api/keys/generate answered ${response.status}: ${await response.text()}`)
   const body = await response.json() as { api_key: string, organization_id: string }
   createdOrganizationIds.push(body.organization_id)

@@ -1,6 +1,7 @@
 import { mkdir, appendFile, access } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
+import type { OverloadResult } from './overload.js'
 import type { Percentiles } from './stats.js'
 
 export interface ScenarioResult {
@@ -69,6 +70,7 @@ export interface Report {
   soak: SoakResult | undefined
   deliveries: DeliveryResult[]
   backlog: BacklogResult | undefined
+  overload: OverloadResult[]
   profile: { scenario: string, frames: string[], failures: string[] } | undefined
 }
 
@@ -226,6 +228,42 @@ function deliverySection (report: Report): string[] {
 
 const fixedOrNa = (value: number | undefined, digits: number) => value === undefined ? 'n/a' : fixed(value, digits)
 
+// Issue 7's targets at the largest connection count: what is accepted stays fast, memory stays bounded.
+const OVERLOAD_P99_MS = 100
+const OVERLOAD_RSS_MB = 300
+
+function overloadSection (report: Report): string[] {
+  const rows = report.overload.map((result) => {
+    const others = Object.entries(result.statuses).filter(([status]) => status !== '201' && status !== '503').map(([status, count]) => `${status}: ${fixed(count)}`)
+    const cells = [
+      fixed(result.connections), fixed(result.answeredPerSecond), fixed(result.acceptedPerSecond),
+      fixed(result.statuses[201] ?? 0), fixed(result.statuses[503] ?? 0), others.length === 0 ? '0' : others.join(', '),
+      `${fixed(result.errors)} / ${fixed(result.timeouts)}`,
+      fixed(result.accepted.p50, 1), fixed(result.accepted.p99, 1), fixed(result.accepted.max, 1),
+      result.acceptedServerSide ? `${fixed(100 * result.acceptedServerSide.within100MsShare, 1)} % / ≤ ${fixed(result.acceptedServerSide.p99AtMostSeconds * 1000)}` : 'n/a',
+      result.shed ? fixed(result.shed.p99, 1) : '—', mb(result.peakRssMb), result.rowCheck
+    ]
+    return `| ${cells.join(' | ')} |`
+  })
+  const largest = report.overload.reduce<OverloadResult | undefined>((top, result) => top === undefined || result.connections > top.connections ? result : top, undefined)
+  return [
+    '',
+    '| overload: connections | answers/s | accepted/s | 201 | 503 | other | errors / timeouts | 201 p50 ms | 201 p99 ms | 201 max ms | 201 in the server: within 100 ms / p99 ms | 503 p99 ms | server peak RSS MB | rows |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    ...rows,
+    '',
+    ...TARGETS_HEADER,
+    targetLine(`accepted p99 < ${OVERLOAD_P99_MS} ms at ${largest ? fixed(largest.connections) : 'the most'} connections`,
+      largest && largest.accepted.p99 < OVERLOAD_P99_MS, largest ? `${fixed(largest.accepted.p99, 1)} ms` : 'n/a'),
+    targetLine(`accepted p99 < ${OVERLOAD_P99_MS} ms in the server (reading the request to answering it) at ${largest ? fixed(largest.connections) : 'the most'} connections`,
+      largest?.acceptedServerSide === undefined ? undefined : largest.acceptedServerSide.p99AtMostSeconds * 1000 <= OVERLOAD_P99_MS,
+      largest?.acceptedServerSide === undefined ? 'n/a' : `≤ ${fixed(largest.acceptedServerSide.p99AtMostSeconds * 1000)} ms (histogram bound); ${fixed(100 * largest.acceptedServerSide.within100MsShare, 1)} % within 100 ms`),
+    targetLine(`server RSS < ${OVERLOAD_RSS_MB} MB at ${largest ? fixed(largest.connections) : 'the most'} connections`,
+      largest?.peakRssMb === undefined ? undefined : largest.peakRssMb < OVERLOAD_RSS_MB, largest ? `peak ${mb(largest.peakRssMb)} MB` : 'n/a'),
+    targetLine('no request timed out', largest && report.overload.every((result) => result.timeouts === 0), fixed(report.overload.reduce((sum, result) => sum + result.timeouts, 0)))
+  ]
+}
+
 /**
  * Everything that makes the run fail, one line each: a row check that did not pass (a mismatch, or nothing to
  * check), and a run that cannot have measured what it names. Timings and targets are never among them.
@@ -239,7 +277,8 @@ export function benchFailures (report: Report): string[] {
     ...report.scenarios.flatMap((result) => of(result.name, result)),
     ...(report.soak?.failures ?? []).map((failure) => `soak: ${failure}`),
     ...report.deliveries.flatMap((result) => of(result.name, result)),
-    ...(report.profile?.failures ?? []).map((failure) => `CPU profile of ${report.profile?.scenario ?? ''}: ${failure}`)
+    ...(report.profile?.failures ?? []).map((failure) => `CPU profile of ${report.profile?.scenario ?? ''}: ${failure}`),
+    ...report.overload.flatMap((result) => result.rowCheckOk ? [] : [`overload at ${result.connections} connections: row check: ${result.rowCheck}`])
   ]
 }
 
@@ -251,6 +290,7 @@ export function renderReport (report: Report): string {
   ]
   if (report.scenarios.length > 0 || report.soak) lines.push(...ingestSection(report))
   if (report.deliveries.length > 0) lines.push(...deliverySection(report))
+  if (report.overload.length > 0) lines.push(...overloadSection(report))
   if (report.profile) lines.push('', `CPU profile of the server during \`${report.profile.scenario}\` (self time, top frames):`, '', ...report.profile.frames)
   const failures = benchFailures(report)
   if (failures.length > 0) lines.push('', `**FAILED** (${failures.length}):`, '', ...failures.map((failure) => `- ${failure}`))

@@ -10,6 +10,7 @@ import {
 import {
   batches, checkRows, CONNECTIONS, loadFailures, PAYLOAD_BYTES, repeatedEvent, runHttpLoad, singleEvents, type HttpScenario
 } from './http-load.js'
+import { measureOverload, overloadConnections, type OverloadResult } from './overload.js'
 import { ADMIN_TOKEN, addWebhook, createOrganization, deleteCreatedOrganizations, type Organization } from './organizations.js'
 import { countRows, runRawInserts } from './raw-insert.js'
 import { startReceiver, type Receiver } from './receiver.js'
@@ -37,7 +38,7 @@ const RESULTS_DIR = 'bench/results'
 const WEBHOOKS_PER_ORGANIZATION = 2
 const SCENARIOS = [
   'raw', 'ingest', 'ingest+webhooks', 'ingest+webhooks+delivery', 'duplicates', 'batch', 'ingest-2-processes', ...DELIVERY_SCENARIOS,
-  'delivery-backlog', 'retention-drop'
+  'delivery-backlog', 'retention-drop', 'overload'
 ] as const
 type ScenarioName = typeof SCENARIOS[number]
 /** Too long for every run (a million rows written, a minute of draining): only when named. */
@@ -46,6 +47,7 @@ const SELECTED = selectedScenarios(process.env.BENCH_SCENARIOS)
 const BACKLOG_ROWS = positiveNumber(process.env.BENCH_BACKLOG_ROWS, 1_000_000)
 const PACED_ROUNDS = Math.round(positiveNumber(process.env.BENCH_PACED_ROUNDS, 3))
 const RETENTION_DROP_ROWS = positiveNumber(process.env.BENCH_RETENTION_DROP_ROWS, 1_000_000)
+const OVERLOAD_CONNECTIONS = overloadConnections(process.env.BENCH_OVERLOAD_CONNECTIONS)
 
 const LOG_LEVEL = process.env.LOG_LEVEL ?? 'info'
 
@@ -313,6 +315,22 @@ async function runIngestScenarios (databaseUrl: string, receiverUrl: string): Pr
   return { scenarios, soak: soakResult }
 }
 
+/**
+ * overload: a fresh server per connection count (what one count leaves in memory is not the next one's), with
+ * the caller's OVERLOAD_* settings or the defaults; after the same warm-up as the other scenarios, at 50 connections.
+ */
+async function runOverload (databaseUrl: string): Promise<OverloadResult[]> {
+  if (!SELECTED.has('overload')) return []
+  const results: OverloadResult[] = []
+  for (const connections of OVERLOAD_CONNECTIONS) {
+    results.push(await withServer(databaseUrl, 'off', async (server) => {
+      await runHttpLoad(server.baseUrl, await createOrganization(server.baseUrl, 'bench-warm-up-overload'), singleEvents(), WARM_UP_SECONDS)
+      return await measureOverload(server, databaseUrl, connections, DURATION_SECONDS)
+    }))
+  }
+  return results
+}
+
 /** Pending deliveries already in the database: a worker would send them too, so a report says so. */
 async function pendingDeliveries (databaseUrl: string): Promise<number> {
   return await withClient(databaseUrl, async (client) => {
@@ -363,16 +381,19 @@ async function main (): Promise<number> {
     console.log(`each scenario: ${WARM_UP_SECONDS} s warm-up, then ${DURATION_SECONDS} s measured at ${CONNECTIONS} connections\n`)
     const { scenarios, soak: soakResult } = await runIngestScenarios(database.url, receiver.url)
     const { deliveries, backlog } = await runDelivery(database.url, receiver)
+    const overload = await runOverload(database.url)
     const results: Report = {
       database: `${process.env.DATABASE_URL ? 'DATABASE_URL' : 'embedded'}, ${await databaseVersion(database.url)}`,
       settings: `${CONNECTIONS} connections, ${WARM_UP_SECONDS} s warm-up + ${DURATION_SECONDS} s per scenario, ~${PAYLOAD_BYTES} B payloads, ` +
         `production build, LOG_LEVEL=${LOG_LEVEL}; ${WEBHOOKS_PER_ORGANIZATION} webhooks per organization in the ` +
         'ingest+webhooks scenarios (outbox rows written; the delivery worker runs in the server only in ingest+webhooks+delivery, ' +
-        `its receiver in the bench process); ${describeDelivery()}${describeOverrides()}`,
+        `its receiver in the bench process); ${describeDelivery()}` +
+        `${SELECTED.has('overload') ? `overload: ${OVERLOAD_CONNECTIONS.join(' and ')} connections, a fresh server each; ` : ''}${describeOverrides()}`,
       scenarios,
       soak: soakResult,
       deliveries,
       backlog,
+      overload,
       profile: CPU_PROFILE === undefined ? undefined : await profile(database.url, CPU_PROFILE)
     }
     const report = renderReport(results)

@@ -9,8 +9,9 @@ import type { Queryable } from './queryable.js'
 export const EVENTS_CHANNEL = 'triggers_events'
 /** New deliveries may be due; empty payload. */
 export const DELIVERIES_CHANNEL = 'triggers_deliveries'
-/** Migration 004's trigger sends the id of every updated or deleted organization here. */
+/** Migration 004's trigger sends the id of every updated or deleted organization here; 012's, "created:<id>" of new ones. */
 export const ORGANIZATIONS_CHANNEL = 'triggers_organizations'
+export const CREATED_ORGANIZATION_PREFIX = 'created:'
 
 /** Wakes long polls and streams, on every instance, for events that arrived or became available again. */
 export async function notifyEventsAvailable (db: Queryable, counts: Array<[organizationId: string, count: number]>): Promise<void> {

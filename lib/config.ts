@@ -10,6 +10,8 @@ const perMinute = (defaultLimit: number, description: string) =>
 export const ConfigSchema = Type.Object({
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3000 }),
   HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),
+  REQUEST_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 600000, default: 30000, description: 'longest a client may take to send a whole request, headers and body; then 408 and the connection is closed' }),
+  REQUEST_HEADERS_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 600000, default: 10000, description: 'longest a client may take to send a request\'s headers (at most REQUEST_TIMEOUT_MS)' }),
   LOG_LEVEL: Type.Enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { default: 'info' }),
   DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
   DATABASE_POOL_MAX: Type.Integer({ minimum: 1, maximum: 1000, default: 20 }),
@@ -38,6 +40,13 @@ export const ConfigSchema = Type.Object({
   INGEST_GROUP_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 100, default: 2, description: 'shared INSERTs in flight at once (each holds a pool client)' }),
   INGEST_GROUP_MAX_BYTES: Type.Integer({ minimum: 1024, default: 8388608, description: 'serialized events per shared INSERT, in bytes (one write is never split)' }),
   INGEST_QUEUE_MAX_EVENTS: Type.Integer({ minimum: 1, default: 50000, description: 'events waiting for a group commit before new writes get 503 overloaded' }),
+  INGEST_QUEUE_MAX_WAIT_MS: Type.Integer({ minimum: 0, maximum: 60000, default: 50, description: 'how long the oldest write may have waited for a group commit before new writes get 503 overloaded (0 = no limit; above INGEST_GROUP_WAIT_MS)' }),
+  OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: Type.Integer({ minimum: 0, maximum: 60000, default: 100, description: 'mean event-loop delay over a sample above which requests are shed with 503 overloaded (0 = off)' }),
+  OVERLOAD_MAX_HEAP_USED_MB: Type.Integer({ minimum: 0, default: 0, description: 'V8 heap in use above which requests are shed (0 = off)' }),
+  OVERLOAD_MAX_RSS_MB: Type.Integer({ minimum: 0, default: 0, description: 'resident memory above which requests are shed (0 = off; RSS shrinks slowly, so prefer the heap bound)' }),
+  OVERLOAD_MAX_IN_FLIGHT: Type.Integer({ minimum: 0, maximum: 100000, default: 256, description: 'requests in progress at once (long polls and streams aside) beyond which new ones are shed (0 = no limit)' }),
+  OVERLOAD_SAMPLE_INTERVAL_MS: Type.Integer({ minimum: 10, maximum: 10000, default: 100, description: 'how often event-loop delay and memory are sampled' }),
+  OVERLOAD_RETRY_AFTER_SECONDS: Type.Integer({ minimum: 1, maximum: 3600, default: 1, description: 'Retry-After of a shed request' }),
   INGEST_ISOLATED_RETRY_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 100, default: 2, description: 'writes of a refused group retried alone at once' }),
   INBOX_MAX_LEASES: Type.Integer({ minimum: 1, maximum: 1000, default: 5, description: 'leases without ack before an event is quarantined' }),
   INBOX_STREAM_HEARTBEAT_SECONDS: Type.Integer({ minimum: 1, maximum: 300, default: 15 }),
@@ -83,6 +92,8 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, { listens = tr
     trustProxyOption(config.TRUST_PROXY)
     parseSecretKeys(config.WEBHOOK_SECRET_KEYS)
     checkRetention(config)
+    checkRequestTimeouts(config)
+    checkQueueWait(config)
   } catch (error) {
     const detail = error instanceof Error ? error.message : String(error)
     throw new Error(`Invalid configuration: ${detail}`)
@@ -105,6 +116,20 @@ function checkRetention (config: Config): void {
   const attempts = config.DELIVERY_ATTEMPT_RETENTION_DAYS
   if (events > 0 && attempts > events) {
     throw new Error(`env/DELIVERY_ATTEMPT_RETENTION_DAYS (${attempts}) cannot exceed EVENT_RETENTION_DAYS (${events}): attempts expire with their events`)
+  }
+}
+
+/** A write waits up to INGEST_GROUP_WAIT_MS on purpose: a queue bound within that would refuse every write. */
+function checkQueueWait (config: Config): void {
+  if (config.INGEST_QUEUE_MAX_WAIT_MS > 0 && config.INGEST_QUEUE_MAX_WAIT_MS <= config.INGEST_GROUP_WAIT_MS) {
+    throw new Error(`env/INGEST_QUEUE_MAX_WAIT_MS (${config.INGEST_QUEUE_MAX_WAIT_MS}) must exceed INGEST_GROUP_WAIT_MS (${config.INGEST_GROUP_WAIT_MS}), or be 0`)
+  }
+}
+
+/** Node refuses a headers timeout longer than the request timeout, which covers the headers too. */
+function checkRequestTimeouts (config: Config): void {
+  if (config.REQUEST_HEADERS_TIMEOUT_MS > config.REQUEST_TIMEOUT_MS) {
+    throw new Error(`env/REQUEST_HEADERS_TIMEOUT_MS (${config.REQUEST_HEADERS_TIMEOUT_MS}) cannot exceed REQUEST_TIMEOUT_MS (${config.REQUEST_TIMEOUT_MS}), which includes the headers`)
   }
 }
 

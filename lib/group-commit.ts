@@ -16,6 +16,8 @@ export interface GroupCommitOptions {
   maxBytes: number
   /** Events waiting for a group before new writes are refused with 503 overloaded. */
   maxQueuedEvents: number
+  /** How long the oldest waiting write may have waited before new writes are refused with 503 overloaded (0 = no limit). */
+  maxQueueWaitMs: number
   /** Writes of a refused group retried alone at once (each holds a pool client). */
   isolatedRetryConcurrency: number
   /** Groups being written at once; later writes queue up and form the next, larger group. */
@@ -31,6 +33,7 @@ export interface GroupCommitStats {
   events: number
   largest_group: number
   isolated_failures: number
+  /** Writes refused with 503 overloaded: the queue was full, or behind. */
   overloaded: number
 }
 
@@ -48,6 +51,8 @@ interface PendingWrite {
   serialized: string
   resolve: (outcomes: IngestOutcome[]) => void
   reject: (error: unknown) => void
+  /** performance.now() when it was queued. */
+  queuedAt: number
 }
 
 /**
@@ -246,7 +251,15 @@ export function createGroupCommit (db: Queryable, options: GroupCommitOptions): 
         totals.overloaded++
         return reject(overloaded())
       }
-      queue.push({ events, serialized: serializeWrite(events), resolve, reject })
+      // The queue is behind: its oldest write has waited longer than the bound. A write queued now would wait
+      // as long and more, for a client that may give up before it is answered; refusing it lets the queue catch up.
+      const now = performance.now()
+      const oldest = queue[0]
+      if (options.maxQueueWaitMs > 0 && oldest !== undefined && now - oldest.queuedAt > options.maxQueueWaitMs) {
+        totals.overloaded++
+        return reject(overloaded())
+      }
+      queue.push({ events, serialized: serializeWrite(events), resolve, reject, queuedAt: now })
       queuedEvents += events.length
       if (queuedEvents >= options.maxEvents) flush()
       else schedule()

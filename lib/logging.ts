@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import type { LoggerOptions } from 'pino'
 
 /** Request headers that carry credentials; their values never reach the log. */
@@ -62,4 +63,17 @@ function aggregatedMessages (error: Error): string {
 /** The `at ...` lines only: the message is already in its own field. */
 function firstFrames (stack: string, frames: number): string {
   return stack.split('\n').map((line) => line.trim()).filter((line) => line.startsWith('at ')).slice(0, frames).join('\n')
+}
+
+/**
+ * A client's X-Request-Id is kept only in this form: it goes into every log line and back in the answer, so
+ * anything longer or with other characters (spaces, quotes, control characters, markup) could forge or bloat
+ * log lines. UUIDs, ULIDs and most tracing ids fit.
+ */
+const CLIENT_REQUEST_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/
+
+/** The request's id: the client's X-Request-Id when it has the strict form above, else a new UUID. */
+export function requestIdOf (headers: Record<string, string | string[] | undefined>): string {
+  const header = headers['x-request-id']
+  return typeof header === 'string' && CLIENT_REQUEST_ID.test(header) ? header : randomUUID()
 }

@@ -161,6 +161,7 @@ export class ApiMetrics extends WorkerMetrics {
   private readonly ingested: Record<IngestLabel, Counter.Internal>
   private readonly groupSizes: Histogram
   private readonly rateLimited: Record<LimitedTier, Counter.Internal>
+  private readonly shed: Counter.Internal
 
   constructor (sources: MetricSources) {
     super(sources)
@@ -195,6 +196,11 @@ export class ApiMetrics extends WorkerMetrics {
     this.rateLimited = {
       free: tier('free'), starter: tier('starter'), professional: tier('professional'), enterprise: tier('enterprise'), anonymous: tier(ANONYMOUS_TIER)
     }
+    this.shed = zeroed(new Counter({
+      name: 'triggers_requests_shed_total',
+      help: 'Requests refused with 503 overloaded because event-loop delay or memory was over its OVERLOAD_* bound',
+      registers
+    }))
   }
 
   /** A recorder for one route pattern; label sets are looked up once per method and status, then reused. */
@@ -219,5 +225,9 @@ export class ApiMetrics extends WorkerMetrics {
 
   countRateLimited (tier: LimitedTier): void {
     this.rateLimited[tier].inc()
+  }
+
+  countShed (): void {
+    this.shed.inc()
   }
 }

@@ -3,7 +3,7 @@ import { ErrorResponse } from './errors.js'
 import {
   Acknowledged, BatchBody, BatchItemResult, BatchResult, BulkAckBody, BulkAckResult, Event, EventAccepted, EventInput, InboxPage
 } from './events.js'
-import { CacheStats, IngestStats, Liveness, NotReady, PoolStats, Readiness } from './health.js'
+import { CacheStats, IngestStats, Liveness, NotReady, PoolStats, Pressure, Readiness } from './health.js'
 import { ApiKey, GenerateKeyBody, KeyInfo, RotatedKey } from './keys.js'
 import { ExtendResult, Lease, LeaseAckResult, LeaseEventsBody, LeasedEvent, ReleaseResult } from './leases.js'
 import {
@@ -17,7 +17,7 @@ import {
  */
 export const NAMED_SCHEMAS: TSchema[] = [
   ErrorResponse,
-  Liveness, PoolStats, Readiness, NotReady, CacheStats, IngestStats,
+  Liveness, PoolStats, Pressure, Readiness, NotReady, CacheStats, IngestStats,
   GenerateKeyBody, ApiKey, KeyInfo, RotatedKey,
   EventInput, EventAccepted, Event, BatchBody, BatchItemResult, BatchResult, Acknowledged, BulkAckBody, BulkAckResult, InboxPage,
   LeasedEvent, Lease, LeaseEventsBody, LeaseAckResult, ReleaseResult, ExtendResult,

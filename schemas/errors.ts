@@ -33,7 +33,7 @@ const ERRORS: Record<ErrorStatus | 500, TSchemaOptions> = {
   401: { description: 'Missing or invalid credentials (code missing_api_key, invalid_api_key, invalid_admin_token, invalid_stats_token, invalid_metrics_token)' },
   403: { description: 'Not allowed without the admin token (code tier_requires_admin_token)' },
   404: { description: 'Not found (code not_found, lease_not_found)' },
-  409: { description: 'A per-organization cap is reached (code webhook_limit_reached)' },
+  409: { description: 'A per-organization cap is reached (code webhook_limit_reached), or the key was rotated by another request meanwhile (code key_already_rotated)' },
   413: { description: 'Body larger than 256 KiB (code payload_too_large), on any route that reads a body' },
   415: { description: 'A body whose Content-Type is not application/json (code unsupported_media_type)' },
   429: {
@@ -42,7 +42,7 @@ const ERRORS: Record<ErrorStatus | 500, TSchemaOptions> = {
   },
   500: { description: 'Internal error (code internal_error; the details are in the server log)' },
   503: {
-    description: 'The database is unreachable (code database_unavailable), or the queue of events waiting to be stored is full (code overloaded, with Retry-After)',
+    description: 'The database is unreachable (code database_unavailable), or the server sheds load: its event loop or memory is over a bound, or the queue of events waiting to be stored is full (code overloaded, with Retry-After)',
     headers: { 'Retry-After': { ...RETRY_AFTER, description: 'With code overloaded: seconds to wait before sending again' } }
   }
 }

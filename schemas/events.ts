@@ -81,10 +81,10 @@ export const BulkAckResult = Type.Object({
 export const InboxQuery = Type.Object({
   limit: Type.Integer({ minimum: 1, maximum: 100, default: 50 }),
   cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 200, description: 'next_cursor of the previous page' })),
-  type: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
+  type: Type.Optional(Type.String({ minLength: 1, maxLength: 100, pattern: noNul })),
   status: Type.Enum([...EVENT_STATUSES, 'all'], { default: 'pending', description: 'Inbox state to list' }),
   delivery_status: Type.Optional(DeliveryStatus),
-  since: Type.Optional(Type.String({ format: 'date-time', description: 'Only events created at or after this time' }))
+  since: Type.Optional(Type.String({ format: 'date-time', description: 'Only events created at or after this time (years 0001 to 9999, UTC)' }))
 }, { additionalProperties: false })
 export type InboxQuery = Static<typeof InboxQuery>
 

@@ -10,11 +10,18 @@ export const PoolStats = Type.Object({
   waiting: Type.Integer({ description: 'Queries waiting for a client' })
 }, { $id: 'PoolStats', description: "This process's database connection pool" })
 
-export const Readiness = Type.Object({ status: Type.Literal('ok'), database: Type.Literal('ok'), pool: ref(PoolStats) }, { $id: 'Readiness' })
+export const Pressure = Type.Object({
+  overloaded: Type.Boolean({ description: 'Whether requests are being shed with 503 overloaded' }),
+  event_loop_delay_ms: Type.Integer({ description: 'Mean event-loop delay over the last sample (-1: no timer ran in it at all)' }),
+  heap_used_mb: Type.Integer(),
+  rss_mb: Type.Integer()
+}, { $id: 'Pressure', description: "This process's load, sampled every OVERLOAD_SAMPLE_INTERVAL_MS" })
 
-export const NotReady = Type.Intersect([ref(ErrorResponse), Type.Object({ pool: ref(PoolStats) })], {
+export const Readiness = Type.Object({ status: Type.Literal('ok'), database: Type.Literal('ok'), pool: ref(PoolStats), pressure: ref(Pressure) }, { $id: 'Readiness' })
+
+export const NotReady = Type.Intersect([ref(ErrorResponse), Type.Object({ pool: ref(PoolStats), pressure: ref(Pressure) })], {
   $id: 'NotReady',
-  description: 'The database did not answer (code database_unavailable)'
+  description: 'The database did not answer (code database_unavailable), or requests are being shed (code overloaded)'
 })
 
 export const CacheStats = Type.Object({

@@ -32,4 +32,21 @@ export const KeyInfo = Type.Object({
   created_at: Timestamp
 }, { $id: 'KeyInfo' })
 
-export const RotatedKey = Type.Object({ api_key: apiKey, key_prefix: keyPrefix }, { $id: 'RotatedKey' })
+/** A week: long enough to roll a key out to every worker, short enough that a leaked old key does not linger. */
+export const MAX_KEY_GRACE_SECONDS = 7 * 24 * 3600
+
+// Inline in the OpenAPI document (not a named schema): it has a default (see LeaseBody in leases.ts).
+export const RotateKeyBody = Type.Object({
+  expires_in_seconds: Type.Integer({
+    minimum: 0,
+    maximum: MAX_KEY_GRACE_SECONDS,
+    default: 0,
+    description: 'How long the old key keeps working (0: it stops now; at most 7 days). Rotating again ends any earlier grace period.'
+  })
+}, { additionalProperties: false })
+
+export const RotatedKey = Type.Object({
+  api_key: apiKey,
+  key_prefix: keyPrefix,
+  previous_key_expires_at: Type.Union([Timestamp, Type.Null()], { description: 'When the old key stops working; null: it already has' })
+}, { $id: 'RotatedKey' })

@@ -1,5 +1,5 @@
 import { Type } from 'typebox'
-import { EventFields, EventId, Timestamp } from './common.js'
+import { EventFields, EventId, NO_NUL_PATTERN, Timestamp } from './common.js'
 import { DeliveryStatus } from './events.js'
 import { ref } from './ref.js'
 
@@ -13,7 +13,7 @@ export const LeaseBody = Type.Object({
   limit: Type.Integer({ minimum: 1, maximum: 100, default: 10 }),
   lease_seconds: LeaseSeconds,
   wait_seconds: Type.Integer({ minimum: 0, maximum: 20, default: 0, description: 'Long poll: wait up to this long for events when none are available' }),
-  type: Type.Optional(Type.String({ minLength: 1, maxLength: 100 }))
+  type: Type.Optional(Type.String({ minLength: 1, maxLength: 100, pattern: NO_NUL_PATTERN }))
 }, { additionalProperties: false })
 
 export const LeasedEvent = Type.Object({

@@ -7,6 +7,9 @@ function createAjv (coerceTypes: boolean | 'array'): Ajv {
   // removeAdditional stays off so unknown fields are refused rather than silently dropped.
   const ajv = new Ajv({ coerceTypes, useDefaults: true, removeAdditional: false, allErrors: false, strict: false })
   addFormats.default(ajv)
+  // ajv-formats' uuid also takes a `urn:uuid:` prefix, which PostgreSQL's uuid type refuses (as a 500, or a
+  // misleading 400): ids are accepted in the form PostgreSQL reads, any case.
+  ajv.addFormat('uuid', /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i)
   // Route schemas refer to the named ones by $id; Fastify hands them only to its own compilers, not to ours.
   ajv.addSchema(NAMED_SCHEMAS)
   return ajv

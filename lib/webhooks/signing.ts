@@ -9,8 +9,9 @@ export function createWebhookSecret (): string {
   return `${SECRET_PREFIX}${randomBytes(24).toString('base64')}`
 }
 
+/** What a listing shows of a stored secret: its format only, none of its characters (they would shorten a guess). */
 export function maskSecret (secret: string): string {
-  return `${secret.slice(0, 10)}…`
+  return secret.startsWith(SECRET_PREFIX) ? `${SECRET_PREFIX}…` : '…'
 }
 
 export interface SignedRequest {

@@ -1,5 +1,6 @@
 import ipaddr from 'ipaddr.js'
 import { lookup, type LookupAddress, type LookupAllOptions } from 'node:dns'
+import { BlockList, isIPv6 } from 'node:net'
 
 /**
  * How names are resolved: dns.lookup's callback form with `all: true`. Injectable so a test can play a DNS
@@ -15,8 +16,17 @@ function resolveAll (resolve: Resolver, hostname: string): Promise<LookupAddress
   })
 }
 
+/**
+ * IPv4-compatible IPv6 addresses (::/96, deprecated by RFC 4291) embed an IPv4 address, such as ::127.0.0.1 or
+ * ::a9fe:a9fe (169.254.169.254), yet ipaddr.js calls them unicast; its parser also reads `::a.b.c.d` as the
+ * IPv4-mapped form, so the range is checked with node's own parser.
+ */
+const IPV4_COMPATIBLE = new BlockList()
+IPV4_COMPATIBLE.addSubnet('::', 96, 'ipv6')
+
 /** A public unicast address (no loopback, private, link-local such as cloud metadata, or other reserved ranges). */
-function isPublicAddress (address: string): boolean {
+export function isPublicAddress (address: string): boolean {
+  if (isIPv6(address) && IPV4_COMPATIBLE.check(address, 'ipv6')) return false
   return ipaddr.isValid(address) && ipaddr.process(address).range() === 'unicast'
 }
 

@@ -9,7 +9,9 @@ import { describeError, errorBody } from '../../lib/api-error.js'
 export default fp(async (fastify) => {
   fastify.setErrorHandler((error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
     const body = describeError(error)
-    if (body.statusCode >= 500 && body.code !== 'overloaded') request.log.error({ err: error }, 'request failed')
+    if (body.code === 'overloaded') {
+      // Shed load logs nothing beyond its access line: under overload, log lines would be more load.
+    } else if (body.statusCode >= 500) request.log.error({ err: error }, 'request failed')
     else request.log.info({ code: body.code, message: body.message }, 'request rejected')
     // Errors may carry headers of their answer (Retry-After on 503 overloaded).
     const { headers } = error as { headers?: unknown }

@@ -18,6 +18,7 @@ export default fp(async (fastify) => {
     maxConcurrentGroups: fastify.config.INGEST_GROUP_CONCURRENCY,
     maxBytes: fastify.config.INGEST_GROUP_MAX_BYTES,
     maxQueuedEvents: fastify.config.INGEST_QUEUE_MAX_EVENTS,
+    maxQueueWaitMs: fastify.config.INGEST_QUEUE_MAX_WAIT_MS,
     isolatedRetryConcurrency: fastify.config.INGEST_ISOLATED_RETRY_CONCURRENCY,
     onGroup: (events) => { fastify.metrics.observeGroupSize(events) },
     onCommitted: (inserted, outboxRows) => {

@@ -14,7 +14,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.addHook('preValidation', fastify.requireMetricsToken)
 
   fastify.get('/metrics', {
-    config: { rateLimit: false },
+    config: { rateLimit: false, shed: false },
     schema: {
       operationId: 'getMetrics',
       tags: ['health'],

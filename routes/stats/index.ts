@@ -17,7 +17,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       tags: ['health'],
       summary: 'Dedup cache statistics of this process',
       security: statsSecurity,
-      response: { 200: ref(CacheStats, { description: 'Cache statistics' }), ...errorResponses(401, 429) }
+      response: { 200: ref(CacheStats, { description: 'Cache statistics' }), ...errorResponses(401, 429, 503) }
     }
   }, async () => fastify.dedup.stats())
 
@@ -27,7 +27,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       tags: ['health'],
       summary: 'Group commit statistics of this process: shared INSERTs, the events they held, the largest',
       security: statsSecurity,
-      response: { 200: ref(IngestStats, { description: 'Group commit statistics' }), ...errorResponses(401, 429) }
+      response: { 200: ref(IngestStats, { description: 'Group commit statistics' }), ...errorResponses(401, 429, 503) }
     }
   }, async () => fastify.groupCommit.stats())
 }

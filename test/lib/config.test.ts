@@ -11,7 +11,16 @@ t.test('defaults are documented values', async (t) => {
     RATE_LIMIT_STARTER: 1000,
     RATE_LIMIT_PROFESSIONAL: 5000,
     RATE_LIMIT_ENTERPRISE: 10000,
-    RATE_LIMIT_ANONYMOUS: 1000
+    RATE_LIMIT_ANONYMOUS: 1000,
+    REQUEST_TIMEOUT_MS: 30000,
+    REQUEST_HEADERS_TIMEOUT_MS: 10000,
+    OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: 100,
+    OVERLOAD_MAX_HEAP_USED_MB: 0,
+    OVERLOAD_MAX_RSS_MB: 0,
+    OVERLOAD_MAX_IN_FLIGHT: 256,
+    OVERLOAD_SAMPLE_INTERVAL_MS: 100,
+    OVERLOAD_RETRY_AFTER_SECONDS: 1,
+    INGEST_QUEUE_MAX_WAIT_MS: 50
   })
   t.equal(config.DATABASE_URL, undefined)
 })
@@ -24,7 +33,12 @@ t.test('an invalid value stops start-up with a message naming the setting', asyn
     [{ RATE_LIMIT_FREE: '-1' }, /RATE_LIMIT_FREE/],
     [{ DATABASE_URL: 'mysql://x' }, /DATABASE_URL/],
     [{ REDIS_URL: 'localhost:6379' }, /REDIS_URL/],
-    [{ ADMIN_TOKEN: 'short' }, /ADMIN_TOKEN/]
+    [{ ADMIN_TOKEN: 'short' }, /ADMIN_TOKEN/],
+    [{ REQUEST_TIMEOUT_MS: '50' }, /REQUEST_TIMEOUT_MS/],
+    [{ OVERLOAD_SAMPLE_INTERVAL_MS: '5' }, /OVERLOAD_SAMPLE_INTERVAL_MS/],
+    [{ OVERLOAD_RETRY_AFTER_SECONDS: '0' }, /OVERLOAD_RETRY_AFTER_SECONDS/],
+    [{ INGEST_GROUP_WAIT_MS: '50', INGEST_QUEUE_MAX_WAIT_MS: '50' }, /INGEST_QUEUE_MAX_WAIT_MS \(50\) must exceed INGEST_GROUP_WAIT_MS/],
+    [{ REQUEST_TIMEOUT_MS: '5000', REQUEST_HEADERS_TIMEOUT_MS: '10000' }, /REQUEST_HEADERS_TIMEOUT_MS \(10000\) cannot exceed REQUEST_TIMEOUT_MS/]
   ]
   for (const [env, pattern] of cases) {
     t.throws(() => loadConfig(env), { message: pattern }, JSON.stringify(env))

@@ -5,7 +5,7 @@ import { createGroupCommit, type GroupCommitOptions } from '../../lib/group-comm
 import type { FastifyInstance } from 'fastify'
 import { buildTestApp, checkedOutAfterSettling, createOrganization, sendEvent, type TestOrganization } from '../support/helpers.js'
 
-const OPTIONS: GroupCommitOptions = { waitMs: 0, maxEvents: 1000, maxConcurrentGroups: 4, maxBytes: 8 * 1024 * 1024, maxQueuedEvents: 100_000, isolatedRetryConcurrency: 2 }
+const OPTIONS: GroupCommitOptions = { waitMs: 0, maxEvents: 1000, maxConcurrentGroups: 4, maxBytes: 8 * 1024 * 1024, maxQueuedEvents: 100_000, maxQueueWaitMs: 0, isolatedRetryConcurrency: 2 }
 
 function event (organizationId: string, fields: Partial<NewEvent> = {}): NewEvent {
   return { id: randomUUID(), organization_id: organizationId, type: 'group.test', payload: { n: 1 }, dedup_id: null, source: null, ...fields }
@@ -195,6 +195,39 @@ t.test('a full queue answers 503 overloaded with Retry-After instead of growing'
   t.ok(busy.length > 0, `${busy.length} of 50 requests answered 503`)
   t.ok(busy.every((response) => response.json().code === 'overloaded' && response.headers['retry-after'] === '1'))
   t.same(answers.filter((response) => response.statusCode !== 503).map((response) => response.statusCode), answers.filter((response) => response.statusCode !== 503).map(() => 201))
+  t.equal(await checkedOut(), 0, 'no pool client checked out')
+})
+
+t.test('a queue that is behind (its oldest write waited past maxQueueWaitMs) refuses new writes until it catches up', async (t) => {
+  const { app, organization, checkedOut } = await setUp(t)
+  let release = () => {}
+  const held = new Promise<void>((resolve) => { release = resolve })
+  let holding = true
+  // The first INSERT is held, as a slow commit would be: the writes behind it wait in the queue.
+  const slow = {
+    query: async (config: Parameters<typeof app.pg.query>[0], values?: unknown[]) => {
+      if (holding && (config as { name?: string }).name === 'insert-events') {
+        holding = false
+        await held
+      }
+      return await app.pg.query(config, values)
+    }
+  } as unknown as Parameters<typeof createGroupCommit>[0]
+  const groupCommit = createGroupCommit(slow, { ...OPTIONS, maxConcurrentGroups: 1, maxQueueWaitMs: 5 })
+  const inFlight = groupCommit.write([event(organization.id)])
+  await new Promise((resolve) => setImmediate(resolve))
+  const queued = groupCommit.write([event(organization.id)])
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  const refused = await groupCommit.write([event(organization.id)]).then(() => undefined, (error: unknown) => error)
+  t.match(refused, { statusCode: 503, code: 'overloaded', headers: { 'retry-after': '1' } }, 'a write behind a queue waiting for longer than the bound is refused')
+  release()
+  t.equal((await inFlight)[0]?.status, 'accepted')
+  t.equal((await queued)[0]?.status, 'accepted', 'what was queued is stored')
+  const later = await groupCommit.write([event(organization.id)])
+  t.equal(later[0]?.status, 'accepted', 'once the queue has caught up, writes are accepted again')
+  t.equal(groupCommit.stats().overloaded, 1)
+  const { rows } = await app.pg.query<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE organization_id = $1', [organization.id])
+  t.equal(rows[0]?.n, 3, 'the refused write was not stored')
   t.equal(await checkedOut(), 0, 'no pool client checked out')
 })
 

@@ -41,6 +41,10 @@ export function testConfig (overrides: Record<string, string> = {}): Config {
     WEBHOOK_SECRET_KEYS: TEST_SECRET_KEYS.join(','),
     RATE_LIMIT_FREE: '0',
     RATE_LIMIT_ANONYMOUS: '0',
+    // A busy test machine must not shed a test's requests; the shedding tests set their own bounds.
+    OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '0',
+    INGEST_QUEUE_MAX_WAIT_MS: '0',
+    OVERLOAD_MAX_IN_FLIGHT: '0',
     REDIS_KEY_PREFIX: `test:${randomUUID()}:`,
     // Only the webhook delivery tests run workers, so no other test's app sends their deliveries.
     WEBHOOK_WORKER: 'off',

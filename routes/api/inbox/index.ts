@@ -29,12 +29,29 @@ function decodeCursor (cursor: string | undefined): InboxPosition {
   return { txid: BigInt(txid).toString(), seq: BigInt(seq).toString() }
 }
 
+// The instants PostgreSQL's timestamptz and JavaScript's ISO strings both hold (PostgreSQL has no year 0000).
+const EARLIEST_SINCE = Date.parse('0001-01-01T00:00:00Z')
+const LATEST_SINCE = Date.parse('9999-12-31T23:59:59.999Z')
+
+/**
+ * `since` as the UTC instant it names. The date-time format lets through what PostgreSQL refuses (year 0000,
+ * offsets beyond 15:59, years past 9999 once the offset is applied): those are the client's error, not a 500.
+ */
+function parseSince (since: string | undefined): string | null {
+  if (since === undefined) return null
+  const time = Date.parse(since)
+  if (Number.isNaN(time) || time < EARLIEST_SINCE || time > LATEST_SINCE) {
+    throw apiError('badRequest', 'invalid_since', 'since must be an RFC 3339 date-time between 0001-01-01 and 9999-12-31 (UTC)')
+  }
+  return new Date(time).toISOString()
+}
+
 function inboxFilter (query: InboxQuery): InboxFilter {
   return {
     status: query.status === 'all' ? null : query.status,
     deliveryStatus: query.delivery_status ?? null,
     type: query.type ?? null,
-    since: query.since ?? null,
+    since: parseSince(query.since),
     after: decodeCursor(query.cursor),
     limit: query.limit
   }

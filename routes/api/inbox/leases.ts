@@ -24,6 +24,8 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   const longPolls = createSlots(maxLongPolls)
 
   fastify.post('/inbox/lease', {
+    // A long poll waits for up to 20 s: it is not counted among the requests in progress (OVERLOAD_MAX_IN_FLIGHT).
+    config: { longLived: true },
     schema: {
       tags: ['inbox'],
       operationId: 'leaseEvents',

@@ -16,6 +16,8 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   const streams = createSlots(fastify.config.INBOX_STREAMS_PER_ORGANIZATION)
 
   fastify.get('/inbox/stream', {
+    // Open for as long as the client likes: not counted among the requests in progress (OVERLOAD_MAX_IN_FLIGHT).
+    config: { longLived: true },
     schema: {
       operationId: 'streamInbox',
       tags: ['inbox'],

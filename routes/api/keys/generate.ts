@@ -29,6 +29,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     }
     const apiKey = createApiKey()
     const organization = await insertOrganization(fastify.pg, name, tier, apiKey.hash, apiKey.prefix)
+    fastify.keysIssued({ id: organization.id, key_hash: apiKey.hash, previous_key_hash: null, previous_key_expires_at: null })
     return reply.code(201).send({
       api_key: apiKey.key,
       key_prefix: organization.key_prefix,

@@ -1,10 +1,11 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { replaceKey } from '../../../db/organizations.js'
-import { createApiKey } from '../../../lib/api-keys.js'
+import { rotateKey } from '../../../db/organizations.js'
+import { apiError } from '../../../lib/api-error.js'
+import { createApiKey, hashApiKey, presentedApiKey } from '../../../lib/api-keys.js'
 import { organizationOf } from '../../../plugins/app/auth.js'
 import { tierLimit } from '../../../lib/rate-limits.js'
 import { errorResponses } from '../../../schemas/errors.js'
-import { KeyInfo, RotatedKey } from '../../../schemas/keys.js'
+import { KeyInfo, RotatedKey, RotateKeyBody } from '../../../schemas/keys.js'
 import { ref } from '../../../schemas/ref.js'
 
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
@@ -28,19 +29,36 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   })
 
   fastify.post('/keys/rotate', {
+    // The body is optional: none means no grace period.
+    preValidation: async (request) => { request.body ??= { expires_in_seconds: 0 } },
     schema: {
       operationId: 'rotateKey',
       tags: ['keys'],
-      summary: 'Replace the calling key; the old key stops working immediately',
-      response: { 200: ref(RotatedKey, { description: 'The new key (shown only here)' }), ...errorResponses(400, 401, 413, 415, 429, 503) }
+      summary: 'Replace the calling key; the old key stops working now, or after expires_in_seconds',
+      body: RotateKeyBody,
+      response: { 200: ref(RotatedKey, { description: 'The new key (shown only here)' }), ...errorResponses(400, 401, 409, 413, 415, 429, 503) }
     }
   }, async (request) => {
     const organization = organizationOf(request)
+    // The organization was found by this key, so it is there; the rotation happens only while it is current.
+    const presented = presentedApiKey(request.headers) ?? ''
     const apiKey = createApiKey()
-    await replaceKey(fastify.pg, organization.id, apiKey.hash, apiKey.prefix)
-    // Other instances drop the old key when migration 004's NOTIFY reaches them; this one must not wait for it.
-    fastify.forgetOrganization(organization.id)
-    return { api_key: apiKey.key, key_prefix: apiKey.prefix }
+    const graceSeconds = request.body.expires_in_seconds
+    const presentedHash = hashApiKey(presented)
+    const rotation = await rotateKey(fastify.pg, { organizationId: organization.id, presentedHash, keyHash: apiKey.hash, keyPrefix: apiKey.prefix, graceSeconds })
+    if (!rotation) {
+      throw apiError('conflict', 'key_already_rotated',
+        'This key is no longer the current one: another rotation replaced it meanwhile, or it is an old key in its grace period. Use the newest key')
+    }
+    const previousExpiresAt = rotation.previous_key_expires_at
+    // Other instances hear of it when migration 004's NOTIFY reaches them; this one must not wait for it.
+    fastify.keysIssued({
+      id: organization.id,
+      key_hash: apiKey.hash,
+      previous_key_hash: previousExpiresAt === null ? null : presentedHash,
+      previous_key_expires_at: previousExpiresAt
+    })
+    return { api_key: apiKey.key, key_prefix: apiKey.prefix, previous_key_expires_at: previousExpiresAt?.toISOString() ?? null }
   })
 }
 

@@ -47,6 +47,15 @@ function toAttemptBody (row: AttemptRow) {
   }
 }
 
+const MAX_BIGINT = 2n ** 63n - 1n
+
+/** A deliveries cursor is an attempt id, a PostgreSQL bigint: nineteen digits may still exceed it. */
+function attemptCursor (cursor: string | undefined): string | null {
+  if (cursor === undefined) return null
+  if (BigInt(cursor) > MAX_BIGINT) throw apiError('badRequest', 'invalid_cursor', 'cursor is not a next_cursor value from this API')
+  return cursor
+}
+
 const notFound = (id: string) => apiError('notFound', 'not_found', `Webhook ${id} not found`)
 
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
@@ -168,10 +177,11 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 200: ref(DeliveryPage, { description: 'A page of delivery attempts' }), ...errorResponses(400, 401, 404, 429, 503) }
     }
   }, async (request) => {
+    const { limit, cursor, status } = request.query
+    const beforeId = attemptCursor(cursor)
     const webhook = await findWebhook(fastify.pg, organizationOf(request).id, request.params.id)
     if (!webhook) throw notFound(request.params.id)
-    const { limit, cursor, status } = request.query
-    const rows = await listAttempts(fastify.pg, webhook.id, { status: status ?? null, beforeId: cursor ?? null, limit })
+    const rows = await listAttempts(fastify.pg, webhook.id, { status: status ?? null, beforeId, limit })
     const page = rows.slice(0, limit)
     return { deliveries: page.map(toAttemptBody), next_cursor: rows.length > limit ? page.at(-1)?.id ?? null : null }
   })

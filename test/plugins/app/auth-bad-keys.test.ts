@@ -46,7 +46,7 @@ t.test('10 000 random keys from one IPv4 address cost at most its budget in look
 
   const organization = await createOrganization(app)
   const known = await app.inject({ method: 'GET', url: '/api/keys', headers: organization.headers, remoteAddress: '203.0.113.7' })
-  t.equal(known.statusCode, 429, 'once spent, the address gets no lookup, not even for a real key it has not used before')
+  t.equal(known.statusCode, 200, 'once spent, the address still gets a valid key looked up: the budget protects lookups of guesses')
   const elsewhere = await app.inject({ method: 'GET', url: '/api/keys', headers: organization.headers, remoteAddress: '203.0.113.8' })
   t.equal(elsewhere.statusCode, 200, 'other addresses are unaffected')
   const cached = await app.inject({ method: 'GET', url: '/api/keys', headers: organization.headers, remoteAddress: '203.0.113.7' })

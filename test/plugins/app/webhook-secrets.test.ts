@@ -55,7 +55,7 @@ t.test('a database reader sees no signing secret, and deliveries are still signe
   t.match(stored?.secret, /^enc:v1:test-a:/)
   t.notOk(JSON.stringify(stored).includes(webhook.secret.slice(6)), 'the row holds no trace of the secret')
   const shown = await app.inject({ method: 'GET', url: `/api/webhooks/${webhook.id}`, headers: organization.headers })
-  t.equal(shown.json().secret, `${webhook.secret.slice(0, 10)}…`, 'the masked form still shows the secret\'s start')
+  t.equal(shown.json().secret, 'whsec_…', 'the masked form shows the format and none of the secret')
   t.ok(await verifiesWith(app, organization, receiver, webhook.id, [webhook.secret]), 'the receiver verifies the signature with the secret it was given')
 })
 

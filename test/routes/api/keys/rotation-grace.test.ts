@@ -1,0 +1,141 @@
+import type { FastifyInstance } from 'fastify'
+import { setImmediate as nextTurn } from 'node:timers/promises'
+import t from 'tap'
+import { buildTestApp, createOrganization } from '../../../support/helpers.js'
+import { waitFor } from '../../../support/webhooks.js'
+
+const ADDRESS = '198.51.100.40'
+
+const keyInfo = (app: FastifyInstance, key: string, remoteAddress = ADDRESS) =>
+  app.inject({ method: 'GET', url: '/api/keys', headers: { 'x-api-key': key }, remoteAddress }).then((response) => response.statusCode)
+
+const rotate = (app: FastifyInstance, key: string, payload?: object) =>
+  app.inject({ method: 'POST', url: '/api/keys/rotate', headers: { 'x-api-key': key }, remoteAddress: ADDRESS, ...(payload === undefined ? {} : { payload }) })
+
+/** Resolves once the app's listener has handled the organization's change notification. */
+function changeHeard (app: FastifyInstance, organizationId: string): Promise<void> {
+  return new Promise((resolve) => {
+    app.wakeUps.listen('triggers_organizations', (payload) => { if (payload === organizationId) resolve() })
+  })
+}
+
+const tally = (statuses: number[]) => statuses.reduce<Record<number, number>>((counts, status) => ({ ...counts, [status]: (counts[status] ?? 0) + 1 }), {})
+
+t.test('after a rotation, 8 workers on the old key from one address spend its budget, and the new key answers 200 throughout', async (t) => {
+  const BUDGET = 20
+  const WORKERS = 8
+  const REQUESTS_PER_WORKER = 15
+  const rotating = await buildTestApp(t, { RATE_LIMIT_ANONYMOUS: String(BUDGET) })
+  const serving = await buildTestApp(t, { RATE_LIMIT_ANONYMOUS: String(BUDGET) })
+  const organization = await createOrganization(rotating)
+  const heard = changeHeard(serving, organization.id)
+  const rotated = await rotate(rotating, organization.key)
+  t.equal(rotated.statusCode, 200)
+  const newKey = rotated.json<{ api_key: string }>().api_key
+  await heard
+
+  for (const [name, app] of [['rotating', rotating], ['serving', serving]] as const) {
+    const oldKeyStatuses: number[] = []
+    const newKeyStatuses: number[] = []
+    let workersDone = false
+    const worker = async () => {
+      for (let sent = 0; sent < REQUESTS_PER_WORKER; sent++) oldKeyStatuses.push(await keyInfo(app, organization.key))
+    }
+    // The new key is sent alongside the old workers, from the same address, until they are done, and once after.
+    const newKeyClient = async () => {
+      while (!workersDone) {
+        newKeyStatuses.push(await keyInfo(app, newKey))
+        // A cached answer involves no I/O: without a turn of the event loop, this client would starve the workers.
+        await nextTurn()
+      }
+      newKeyStatuses.push(await keyInfo(app, newKey))
+    }
+    const client = newKeyClient()
+    await Promise.all(Array.from({ length: WORKERS }, worker))
+    workersDone = true
+    await client
+    const old = tally(oldKeyStatuses)
+    t.same(Object.keys(old).sort(), ['401', '429'], `${name}: the old key was refused, then the address was over its budget`)
+    t.equal(old[401], BUDGET, `${name}: the whole budget was spent on the old key`)
+    t.same(tally(newKeyStatuses), { 200: newKeyStatuses.length }, `${name}: every request with the new key answered 200 (${newKeyStatuses.length})`)
+  }
+})
+
+t.test('the old key keeps working for expires_in_seconds, then stops, on every instance', async (t) => {
+  const rotating = await buildTestApp(t)
+  const serving = await buildTestApp(t)
+  const organization = await createOrganization(rotating)
+  t.equal(await keyInfo(serving, organization.key), 200, 'the serving instance caches the old key')
+  const heard = changeHeard(serving, organization.id)
+  const rotated = await rotate(rotating, organization.key, { expires_in_seconds: 2 })
+  t.equal(rotated.statusCode, 200)
+  const { api_key: newKey, previous_key_expires_at: expiresAt } = rotated.json<{ api_key: string, previous_key_expires_at: string | null }>()
+  t.ok(expiresAt !== null && Date.parse(expiresAt) > Date.now() - 1000, 'the answer says when the old key stops')
+  await heard
+  for (const app of [rotating, serving]) {
+    t.equal(await keyInfo(app, organization.key), 200, 'the old key works during its grace period')
+    t.equal(await keyInfo(app, organization.key), 200, 'also from memory')
+    t.equal(await keyInfo(app, newKey), 200, 'and so does the new key')
+  }
+  for (const app of [rotating, serving]) {
+    await waitFor('the old key to stop', async () => await keyInfo(app, organization.key) === 401, 15_000)
+    const { rows: [row] } = await app.pg.query<{ expired: boolean }>(
+      'SELECT previous_key_expires_at <= now() AS expired FROM organizations WHERE id = $1', [organization.id])
+    t.equal(row?.expired, true, 'it stopped only once its grace period was over (memory kept it no longer)')
+    t.equal(await keyInfo(app, newKey), 200, 'the new key still works')
+  }
+})
+
+t.test('rotating again ends the earlier grace period; an old key cannot rotate', async (t) => {
+  const app = await buildTestApp(t)
+  const organization = await createOrganization(app)
+  const first = await rotate(app, organization.key, { expires_in_seconds: 3600 })
+  t.equal(first.statusCode, 200)
+  const second = first.json<{ api_key: string }>().api_key
+  t.equal(await keyInfo(app, organization.key), 200, 'the first key is in its grace period')
+
+  const byOldKey = await rotate(app, organization.key)
+  t.equal(byOldKey.statusCode, 409, 'a key in its grace period cannot rotate')
+  t.equal(byOldKey.json().code, 'key_already_rotated')
+
+  const again = await rotate(app, second)
+  t.equal(again.statusCode, 200)
+  t.equal(again.json().previous_key_expires_at, null, 'no grace by default')
+  t.equal(await keyInfo(app, organization.key), 401, 'the first key\'s grace ended with the second rotation')
+  t.equal(await keyInfo(app, second), 401, 'the second key stopped at once')
+  t.equal(await keyInfo(app, again.json<{ api_key: string }>().api_key), 200)
+})
+
+t.test('expires_in_seconds is validated', async (t) => {
+  const app = await buildTestApp(t)
+  const organization = await createOrganization(app)
+  for (const payload of [{ expires_in_seconds: -1 }, { expires_in_seconds: 7 * 24 * 3600 + 1 }, { expires_in_seconds: 1.5 }, { expires_in_seconds: 'soon' }, { other: 1 }]) {
+    const response = await rotate(app, organization.key, payload)
+    t.equal(response.statusCode, 400, JSON.stringify(payload))
+    t.equal(response.json().code, 'validation_failed')
+  }
+  t.equal(await keyInfo(app, organization.key), 200, 'a refused rotation changed nothing')
+  const week = await rotate(app, organization.key, { expires_in_seconds: 7 * 24 * 3600 })
+  t.equal(week.statusCode, 200, 'seven days is allowed')
+})
+
+t.test('concurrent rotations with one key: exactly one wins, the others get 409 or 401', async (t) => {
+  const first = await buildTestApp(t)
+  const second = await buildTestApp(t)
+  for (let round = 0; round < 5; round++) {
+    const organization = await createOrganization(first)
+    // Both instances know the key, so every rotation passes authentication and races to the database.
+    await keyInfo(first, organization.key)
+    await keyInfo(second, organization.key)
+    const answers = await Promise.all([first, second, first, second].map((app) => rotate(app, organization.key)))
+    const winners = answers.filter((answer) => answer.statusCode === 200)
+    t.equal(winners.length, 1, `round ${round}: exactly one rotation won`)
+    for (const loser of answers.filter((answer) => answer.statusCode !== 200)) {
+      t.ok([409, 401].includes(loser.statusCode), `round ${round}: a losing rotation answered ${loser.statusCode}`)
+    }
+    const winningKey = winners[0]?.json<{ api_key: string }>().api_key ?? ''
+    t.equal(await keyInfo(first, winningKey), 200, 'the winner\'s key works')
+    await waitFor('the other instance to drop the old key', async () => await keyInfo(second, organization.key) === 401)
+    t.equal(await keyInfo(second, winningKey), 200, 'on both instances')
+  }
+})
