@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { withClient } from './database.js'
+import { withClient } from '../test/support/database.js'
 import { waitForArrivals } from './delivery-check.js'
 import { throughput, withWorker, type DeliveryContext } from './delivery.js'
 import { benchPayload } from './http-load.js'

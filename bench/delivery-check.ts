@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { withClient } from './database.js'
+import { withClient } from '../test/support/database.js'
 import type { ReceiverEndpoint } from './receiver.js'
 import { WORKER_LOG, type BenchProcess } from './server.js'
 

@@ -1,6 +1,6 @@
 import autocannon from 'autocannon'
 import { randomUUID } from 'node:crypto'
-import { withClient } from './database.js'
+import { withClient } from '../test/support/database.js'
 import type { Organization } from './organizations.js'
 
 export const CONNECTIONS = 50

@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto'
-import { withClient } from './database.js'
+import { withClient } from '../test/support/database.js'
 
 export interface Organization {
   id: string

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
 import pg from 'pg'
-import { withClient } from './database.js'
+import { withClient } from '../test/support/database.js'
 import { benchPayload, CONNECTIONS } from './http-load.js'
 import { percentiles, type Percentiles } from './stats.js'
 

@@ -1,7 +1,7 @@
 import { createPartitions, DAY_PARTITIONED_TABLES, dropPartitions, listPartitions } from '../db/partitions.js'
 import type { Queryable } from '../db/queryable.js'
 import { partitionEnd } from '../lib/retention.js'
-import { withClient } from './database.js'
+import { withClient } from '../test/support/database.js'
 
 const DAY_MS = 86_400_000
 const INSERT_CHUNK = 100_000

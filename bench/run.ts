@@ -2,7 +2,7 @@ import pino from 'pino'
 import { openDatabase } from '../db/embedded-postgres.js'
 import { ConfigSchema } from '../lib/config.js'
 import { topFrames } from './cpu-profile.js'
-import { withClient } from './database.js'
+import { withClient } from '../test/support/database.js'
 import { describeBacklog, measureBacklog } from './delivery-backlog.js'
 import {
   DELIVERY_SCENARIOS, describeDeliveryScenarios, runDeliveryScenarios, type DeliveryContext, type DeliveryScenarioName

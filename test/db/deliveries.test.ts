@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify'
 import { claimDeliveries, recordAttempts, redeliverEvent, type AttemptOutcome } from '../../db/deliveries.js'
 import { inTransaction } from '../../db/transaction.js'
 import { buildTestApp, checkedOutAfterSettling, createOrganization, sendEvent, type TestOrganization } from '../support/helpers.js'
+import { attemptOutcome } from '../support/deliveries.js'
 import { createWebhook, deliveryStatus } from '../support/webhooks.js'
 
 // Straight at db/deliveries.ts: claims and recorded outcomes with no worker or receiver, so each step's effect on
@@ -23,20 +24,6 @@ async function pendingDeliveries (app: FastifyInstance, eventId: string): Promis
   return rows
 }
 
-function outcome (delivery: DeliveryRow, result: 'succeeded' | 'retry' | 'failed'): AttemptOutcome {
-  return {
-    delivery_id: delivery.id,
-    event_id: delivery.event_id,
-    event_created_at: delivery.event_created_at,
-    attempt: delivery.attempts + 1,
-    succeeded: result === 'succeeded',
-    response_status: result === 'succeeded' ? 204 : 500,
-    error: result === 'succeeded' ? null : 'receiver answered 500',
-    duration_ms: 1,
-    attempted_at: new Date(),
-    next_attempt_at: result === 'retry' ? new Date(Date.now() + 60_000) : null
-  }
-}
 
 const record = async (app: FastifyInstance, outcomes: AttemptOutcome[]) =>
   await inTransaction(app.pg.pool, (client) => recordAttempts(client, outcomes, 0))
@@ -58,20 +45,20 @@ t.test('an event\'s delivery_status follows each endpoint\'s latest delivery, ba
   const { eventId, a, b } = await eventWithTwoEndpoints(t, app, organization)
   t.equal(await deliveryStatus(app, organization, eventId), 'pending')
 
-  await record(app, [outcome(a, 'succeeded'), outcome(b, 'retry')])
+  await record(app, [attemptOutcome(a, 'succeeded'), attemptOutcome(b, 'retry')])
   t.equal(await deliveryStatus(app, organization, eventId), 'pending', 'one endpoint delivered, the other retrying')
 
-  await record(app, [outcome({ ...b, attempts: 1 }, 'succeeded')])
+  await record(app, [attemptOutcome({ ...b, attempts: 1 }, 'succeeded')])
   t.equal(await deliveryStatus(app, organization, eventId), 'delivered', 'the second endpoint finished in a later batch')
 
   t.equal(await redeliverEvent(app.pg, organization.id, eventId, a.webhook_id), 1)
   t.equal(await deliveryStatus(app, organization, eventId), 'pending', 'a redelivery reopens it')
   const [again] = await pendingDeliveries(app, eventId)
   if (again === undefined) throw new Error('no redelivery queued')
-  await record(app, [outcome(again, 'failed')])
+  await record(app, [attemptOutcome(again, 'failed')])
   t.equal(await deliveryStatus(app, organization, eventId), 'failed', 'the newest delivery to an endpoint decides, not its earlier success')
 
-  await record(app, [outcome(again, 'succeeded')])
+  await record(app, [attemptOutcome(again, 'succeeded')])
   t.equal(await deliveryStatus(app, organization, eventId), 'failed', 'an outcome for a delivery already finished changes nothing')
   const { rows } = await app.pg.query<{ n: number }>('SELECT count(*)::int AS n FROM delivery_attempts WHERE event_id = $1', [eventId])
   t.equal(rows[0]?.n, 4, 'one attempt logged per recorded outcome of a pending delivery')
@@ -83,7 +70,7 @@ t.test('finishing both endpoints\' deliveries in one batch, and an endpoint fail
   const organization = await createOrganization(app)
   const together = await eventWithTwoEndpoints(t, app, organization)
   const mixed = await eventWithTwoEndpoints(t, app, organization)
-  await record(app, [outcome(together.a, 'succeeded'), outcome(together.b, 'succeeded'), outcome(mixed.a, 'succeeded'), outcome(mixed.b, 'failed')])
+  await record(app, [attemptOutcome(together.a, 'succeeded'), attemptOutcome(together.b, 'succeeded'), attemptOutcome(mixed.a, 'succeeded'), attemptOutcome(mixed.b, 'failed')])
   t.equal(await deliveryStatus(app, organization, together.eventId), 'delivered')
   t.equal(await deliveryStatus(app, organization, mixed.eventId), 'failed')
 })

@@ -4,15 +4,16 @@ import type { FastifyInstance } from 'fastify'
 import type { PoolClient, QueryConfig } from 'pg'
 import {
   finishedEvents, lockEvents, logAttempts, planKeyLookups, recordAttempts, settleEventStates, updateDeliveries, updateFailureStreaks,
-  type AttemptOutcome, type DeliveryStatus, type EventKey, type RecordedAttempt
+  type DeliveryStatus, type EventKey, type RecordedAttempt
 } from '../../db/deliveries.js'
 import type { Queryable } from '../../db/queryable.js'
 import { inTransaction } from '../../db/transaction.js'
 import { buildTestApp, checkedOutAfterSettling, createOrganization, sendEvent, type TestOrganization } from '../support/helpers.js'
+import { attemptOutcome } from '../support/deliveries.js'
 import { createWebhook } from '../support/webhooks.js'
 
 // Each statement of recordAttempts on its own: it does its one thing and leaves every other table alone. The
-// whole recording is covered by test/delivery-records.test.ts and the worker's tests.
+// whole recording is covered by test/db/deliveries.test.ts and the worker's tests.
 
 interface DeliveryRow {
   id: string
@@ -104,25 +105,11 @@ async function attemptsOf (app: FastifyInstance, eventId: string): Promise<Attem
   return rows
 }
 
-function outcome (delivery: DeliveryRow, result: 'succeeded' | 'retry' | 'failed', attemptedAt = new Date()): AttemptOutcome {
-  return {
-    delivery_id: delivery.id,
-    event_id: delivery.event_id,
-    event_created_at: delivery.event_created_at,
-    attempt: delivery.attempts + 1,
-    succeeded: result === 'succeeded',
-    response_status: result === 'succeeded' ? 204 : 500,
-    error: result === 'succeeded' ? null : 'receiver answered 500',
-    duration_ms: 7,
-    attempted_at: attemptedAt,
-    next_attempt_at: result === 'retry' ? new Date(attemptedAt.getTime() + 60_000) : null
-  }
-}
 
 /** An attempt as updateDeliveries hands it on, for the statements after it. */
 function recorded (delivery: DeliveryRow, result: 'succeeded' | 'retry' | 'failed', attemptedAt = new Date()): RecordedAttempt {
   const status: DeliveryStatus = result === 'succeeded' ? 'delivered' : result === 'retry' ? 'pending' : 'failed'
-  return { ...outcome(delivery, result, attemptedAt), webhook_id: delivery.webhook_id, status }
+  return { ...attemptOutcome(delivery, result, attemptedAt), webhook_id: delivery.webhook_id, status }
 }
 
 /** A delivery row for an endpoint that needs no real delivery (the failure streaks read only the endpoint). */
@@ -135,7 +122,7 @@ t.test('finishedEvents: the events of outcomes with no retry, once each', async 
   const delivery = (eventId: string): DeliveryRow => ({ ...deliveryFor(randomUUID()), event_id: eventId, event_created_at: '2026-12-04 10:00:00.123456+00' })
   const [a, b, c] = [randomUUID(), randomUUID(), randomUUID()]
   const events = finishedEvents([
-    outcome(delivery(a), 'succeeded', now), outcome(delivery(a), 'failed', now), outcome(delivery(b), 'retry', now), outcome(delivery(c), 'failed', now)
+    attemptOutcome(delivery(a), 'succeeded', now), attemptOutcome(delivery(a), 'failed', now), attemptOutcome(delivery(b), 'retry', now), attemptOutcome(delivery(c), 'failed', now)
   ])
   t.same(events, [{ id: a, created_at: '2026-12-04 10:00:00.123456+00' }, { id: c, created_at: '2026-12-04 10:00:00.123456+00' }])
   t.same(finishedEvents([]), [])
@@ -187,7 +174,7 @@ t.test('updateDeliveries: moves pending deliveries to their outcome, returns the
   const [a, b, c] = deliveries
   if (a === undefined || b === undefined || c === undefined) throw new Error('three deliveries expected')
   await f.app.pg.query('UPDATE deliveries SET claimed_until = now() + interval \'1 minute\' WHERE event_id = $1', [event.id])
-  const outcomes = [outcome(a, 'succeeded'), outcome(b, 'retry'), outcome(c, 'failed'), outcome({ ...a, id: randomUUID() }, 'succeeded')]
+  const outcomes = [attemptOutcome(a, 'succeeded'), attemptOutcome(b, 'retry'), attemptOutcome(c, 'failed'), attemptOutcome({ ...a, id: randomUUID() }, 'succeeded')]
 
   const taken = await inTransaction(f.app.pg.pool, (client) => updateDeliveries(client, outcomes))
   t.same(taken.map(({ delivery_id, webhook_id, status }) => ({ delivery_id, webhook_id, status })).sort((x, y) => x.webhook_id.localeCompare(y.webhook_id)),
@@ -209,7 +196,7 @@ t.test('updateDeliveries: moves pending deliveries to their outcome, returns the
   t.equal((await eventState(f.app, event)).delivery_status, 'pending', 'the event\'s state is not set')
   for (const hook of [hookA, hookB, hookC]) t.match(await webhookState(f.app, hook), { enabled: true, consecutive_failures: 0 }, 'no endpoint\'s streak moves')
 
-  const again = await inTransaction(f.app.pg.pool, (client) => updateDeliveries(client, [outcome({ ...a, attempts: 1 }, 'failed'), outcome({ ...c, attempts: 1 }, 'succeeded')]))
+  const again = await inTransaction(f.app.pg.pool, (client) => updateDeliveries(client, [attemptOutcome({ ...a, attempts: 1 }, 'failed'), attemptOutcome({ ...c, attempts: 1 }, 'succeeded')]))
   t.same(again, [], 'finished deliveries take no further outcome')
   t.same(await deliveriesOf(f.app, event.id), after, 'and stay as they were')
 })
@@ -348,7 +335,7 @@ t.test('recordAttempts: a failing last statement rolls back the earlier ones, an
   const { event, deliveries } = await eventTo(f, [webhook])
   const [delivery] = deliveries
   if (delivery === undefined) throw new Error('a delivery expected')
-  const outcomes = [outcome(delivery, 'failed')]
+  const outcomes = [attemptOutcome(delivery, 'failed')]
   const webhookBefore = await webhookState(f.app, webhook)
   const eventBefore = await eventState(f.app, event)
 

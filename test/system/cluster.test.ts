@@ -4,8 +4,8 @@ import { once } from 'node:events'
 import { request } from 'node:http'
 import { createInterface } from 'node:readline'
 import { randomUUID } from 'node:crypto'
-import pg from 'pg'
 import { isAlive } from '../../db/embedded-postgres.js'
+import { withClient } from '../support/database.js'
 import { freePort } from '../support/free-port.js'
 import { TEST_ADMIN_TOKEN, type Teardown } from '../support/helpers.js'
 import { waitFor } from '../support/webhooks.js'
@@ -127,17 +127,7 @@ async function createKey (cluster: Cluster, tier: string): Promise<{ id: string,
   return { id: String(created.body.organization_id), key: String(created.body.api_key) }
 }
 
-async function withDatabase<T> (work: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: databaseUrl })
-  await client.connect()
-  try {
-    return await work(client)
-  } finally {
-    await client.end()
-  }
-}
-
-const deleteOrganizations = (ids: string[]) => withDatabase((client) => client.query('DELETE FROM organizations WHERE id = ANY($1::uuid[])', [ids]))
+const deleteOrganizations = (ids: string[]) => withClient(databaseUrl, (client) => client.query('DELETE FROM organizations WHERE id = ANY($1::uuid[])', [ids]))
 
 t.test('WEB_CONCURRENCY=2: a child killed with SIGKILL is replaced, and only the requests it was answering fail', async (t) => {
   const cluster = await startCluster(t)
@@ -179,7 +169,7 @@ t.test('WEB_CONCURRENCY=2: a child killed with SIGKILL is replaced, and only the
   t.ok(cluster.lines.some((line) => line.msg === 'API process exited; replacing it' && line.child_pid === victim), 'the primary saw the child die')
   t.same(statuses.filter((status) => status !== 201), [], 'every answer is 201: no 5xx, nothing refused')
   t.ok(failures.length <= senders, `at most one failed request per sender, the ones in flight on the killed child (${failures.length}: ${failures.join(', ')})`)
-  const stored = await withDatabase(async (client) => (await client.query<{ n: number }>(
+  const stored = await withClient(databaseUrl, async (client) => (await client.query<{ n: number }>(
     'SELECT count(*)::int AS n FROM events WHERE id = ANY($1::uuid[])', [acknowledged])).rows[0]?.n)
   t.equal(stored, acknowledged.length, `every acknowledged event is stored (${acknowledged.length})`)
 
