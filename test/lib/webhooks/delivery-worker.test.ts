@@ -5,7 +5,8 @@ import { DeliveryWorker } from '../../../lib/webhooks/delivery-worker.js'
 import { EndpointLimits } from '../../../lib/webhooks/endpoint-limits.js'
 import { parseRetrySchedule } from '../../../lib/webhooks/retry-schedule.js'
 import type { SecretBox } from '../../../lib/webhooks/secret-box.js'
-import { buildTestApp, checkedOutAfterSettling, createOrganization, type TestOrganization } from '../../support/helpers.js'
+import { lastFirst, ownDatabase } from '../../support/databases.js'
+import { buildTestApp, checkedOutAfterSettling, createOrganization, type Teardown, type TestOrganization } from '../../support/helpers.js'
 import { createWebhook, startReceiver, waitFor, type Receiver } from '../../support/webhooks.js'
 
 const ok = { succeeded: true, congested: false, retryAfterSeconds: undefined }
@@ -36,7 +37,7 @@ t.test('endpoint concurrency halves on congestion, pauses for Retry-After, ignor
 })
 
 /** A worker of this test's own (not the app's), so the test can read its endpoint windows. */
-function startWorker (t: Parameters<typeof buildTestApp>[0], app: FastifyInstance, settings: Partial<ConstructorParameters<typeof DeliveryWorker>[0]> = {}): DeliveryWorker {
+function startWorker (t: Teardown, app: FastifyInstance, settings: Partial<ConstructorParameters<typeof DeliveryWorker>[0]> = {}): DeliveryWorker {
   const worker = new DeliveryWorker({
     pool: app.pg.pool,
     wakeUps: app.wakeUps,
@@ -158,15 +159,25 @@ t.test('a slow endpoint does not hold back a fast one', async (t) => {
   t.equal(await checkedOutAfterSettling(app), 0, 'no pool client checked out')
 })
 
+/**
+ * An app on a database of the test's own, whose worker is stopped before the app closes: there no other test's
+ * NOTIFY wakes a worker, so what wakes it is this test's doing.
+ */
+async function appAlone (t: Teardown): Promise<{ app: FastifyInstance, scope: Teardown }> {
+  const scope = lastFirst(t)
+  const app = await buildTestApp(scope, { DATABASE_URL: await ownDatabase(scope, 'delivery_worker'), WEBHOOK_ALLOW_PRIVATE_URLS: 'true' })
+  return { app, scope }
+}
+
 t.test('retries go out when they come due, not at the next poll', async (t) => {
-  const app = await buildTestApp(t, { WEBHOOK_ALLOW_PRIVATE_URLS: 'true' })
+  const { app, scope } = await appAlone(t)
   const organization = await createOrganization(app)
   const receiver = await startReceiver(t)
   receiver.respond = (_request, response) => { response.writeHead(500).end() }
   await createWebhook(t, app, organization, { url: receiver.url })
   const ids = await queueEvents(app, organization, 6)
   // Polling once an hour: every retry was started by the worker's own due times.
-  startWorker(t, app, { pollIntervalMs: HOUR_MS, schedule: parseRetrySchedule('0,1,1') })
+  startWorker(scope, app, { pollIntervalMs: HOUR_MS, schedule: parseRetrySchedule('0,1,1') })
   await waitFor('three attempts of every event', () => receiver.received.length >= ids.length * 3, 30_000)
   await waitFor('every delivery recorded as failed', async () => {
     const { rows } = await app.pg.query<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE id = ANY($1::uuid[]) AND delivery_status = \'failed\'', [ids])
@@ -227,28 +238,46 @@ t.test('stopping the worker with sends in flight aborts them, gives their claims
   t.equal(await checkedOutAfterSettling(app), 0, 'no pool client checked out')
 })
 
+interface Faults {
+  /** An error for a statement (by name) of a client the pool hands out, or undefined to run it. */
+  statement: (name: string) => Promise<Error | undefined> | Error | undefined
+  /** Hears of every pool.query statement (by name) answered. */
+  answered?: (name: string) => void
+}
+
+const nameOf = (config: unknown) => {
+  const name = typeof config === 'object' && config !== null ? (config as { name?: unknown }).name : undefined
+  return typeof name === 'string' ? name : ''
+}
+
 /**
- * The app's pool, except that statements named by `fail` fail on the clients it hands out (pool.connect, as
- * transactions use; the app's other users and pool.query are untouched).
+ * The app's pool with faults: statements of the clients it hands out (pool.connect, as transactions use) fail
+ * as `faults.statement` says; the app's other users are untouched.
  */
-function failingStatements (pool: Pool, fail: (name: string) => Error | undefined): Pool {
+function faultyPool (pool: Pool, faults: Faults): Pool {
   const bound = (target: object, property: string | symbol) => {
     const value = Reflect.get(target, property, target) as unknown
     return typeof value === 'function' ? value.bind(target) as unknown : value
   }
   return new Proxy(pool, {
     get (target, property) {
+      if (property === 'query') {
+        return async (config: unknown, ...rest: unknown[]) => {
+          const result = await (target.query as (...args: unknown[]) => Promise<unknown>).call(target, config, ...rest)
+          faults.answered?.(nameOf(config))
+          return result
+        }
+      }
       if (property !== 'connect') return bound(target, property)
       return async () => {
         const client = await target.connect()
         return new Proxy(client, {
           get (clientTarget, clientProperty) {
             if (clientProperty !== 'query') return bound(clientTarget, clientProperty)
-            return (config: unknown, ...rest: unknown[]) => {
-              const name = typeof config === 'object' && config !== null ? (config as { name?: unknown }).name : undefined
-              const error = typeof name === 'string' ? fail(name) : undefined
-              if (error !== undefined) return Promise.reject(error)
-              return (clientTarget.query as (...args: unknown[]) => unknown).call(clientTarget, config, ...rest)
+            return async (config: unknown, ...rest: unknown[]) => {
+              const error = await faults.statement(nameOf(config))
+              if (error !== undefined) throw error
+              return (clientTarget.query as (...args: unknown[]) => Promise<unknown>).call(clientTarget, config, ...rest)
             }
           }
         })
@@ -270,7 +299,7 @@ t.test('a recording that collides (serialization failure) is tried again and rec
   startWorker(t, app, {
     log,
     pollIntervalMs: HOUR_MS,
-    pool: failingStatements(app.pg.pool, (name) => name === 'record-attempts' && collisions++ === 0 ? serializationFailure() : undefined)
+    pool: faultyPool(app.pg.pool, { statement: (name) => name === 'record-attempts' && collisions++ === 0 ? serializationFailure() : undefined })
   })
   await waitFor('the delivery recorded', async () => (await pendingState(app, ids))[0]?.status === 'delivered')
   t.equal(collisions, 2, 'the first recording failed, the second went through')
@@ -281,24 +310,29 @@ t.test('a recording that collides (serialization failure) is tried again and rec
 })
 
 t.test('a recording that keeps failing is given up after 3 tries; the claim lapses and the worker sends again by itself', async (t) => {
-  const app = await buildTestApp(t, { WEBHOOK_ALLOW_PRIVATE_URLS: 'true' })
+  const { app, scope } = await appAlone(t)
   const organization = await createOrganization(app)
   const receiver = await startReceiver(t)
   await createWebhook(t, app, organization, { url: receiver.url })
   const ids = await queueEvents(app, organization, 1)
   let failing = true
   let tries = 0
+  let claims = 0
   const { warnings, log } = recordingLog()
-  startWorker(t, app, {
+  startWorker(scope, app, {
     log,
     // The claim lapses 6 s after it was taken (the timeout plus 5 s); the worker has no poll to find it by.
     timeoutMs: 1000,
     claimSeconds: 1,
     pollIntervalMs: HOUR_MS,
-    pool: failingStatements(app.pg.pool, (name) => {
-      if (name !== 'record-attempts' || !failing) return undefined
-      tries++
-      return serializationFailure()
+    pool: faultyPool(app.pg.pool, {
+      answered: (name) => { if (name === 'claim-deliveries') claims++ },
+      statement: async (name) => {
+        if (name !== 'record-attempts' || !failing) return undefined
+        // Fails once the worker, woken by the finished send, has claimed again and gone back to sleep.
+        if (tries++ === 0) await waitFor('the worker to claim after the send', () => claims >= 2)
+        return serializationFailure()
+      }
     })
   })
   await waitFor('the recording to be given up', () => warnings.length > 0)
