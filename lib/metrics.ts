@@ -2,6 +2,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { Pool } from 'pg'
 import { deliveryQueueState, type DeliveryQueueState } from '../db/deliveries.js'
 import type { Tier } from '../schemas/keys.js'
+import type { EventArrivals } from './wake-ups/event-arrivals.js'
 import type { WakeUpListener } from './wake-ups/listener.js'
 import type { AttemptObserver } from './webhooks/delivery-worker.js'
 
@@ -28,6 +29,11 @@ export interface MetricSources {
   wakeUps: Pick<WakeUpListener, 'connected'>
   /** Where a failed queue query is reported; the scrape still answers, with NaN in the queue gauges. */
   log: { warn: (details: object, message: string) => void }
+}
+
+/** The API process's sources: also its long polls and streams waiting for arrivals. */
+export interface ApiMetricSources extends MetricSources {
+  wakeUps: Pick<WakeUpListener, 'connected'> & Pick<EventArrivals, 'waiting'>
 }
 
 /** Records one answered request of one route; built once per route so recording is two map lookups. */
@@ -163,9 +169,15 @@ export class ApiMetrics extends WorkerMetrics {
   private readonly rateLimited: Record<LimitedTier, Counter.Internal>
   private readonly shed: Counter.Internal
 
-  constructor (sources: MetricSources) {
+  constructor (sources: ApiMetricSources) {
     super(sources)
     const registers = [this.registry]
+    new Gauge({
+      name: 'triggers_inbox_waiting',
+      help: 'Long polls waiting for events and event streams open in this process (each subscribed to arrivals)',
+      registers,
+      collect () { this.set(sources.wakeUps.waiting) }
+    })
     this.requests = new Histogram({
       name: 'http_request_duration_seconds',
       help: 'HTTP requests answered, by method, route pattern (unmatched for unknown routes) and status code',

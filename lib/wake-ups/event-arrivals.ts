@@ -59,7 +59,8 @@ export function createEventArrivals (listener: WakeUpListener): EventArrivals {
     nextArrival,
     subscribe,
     get waiting () {
-      return arrivals.eventNames().reduce((total, name) => total + arrivals.listenerCount(name), 0)
+      // events.once (nextArrival) also puts an 'error' listener on the emitter for each waiter: not a waiter of its own.
+      return arrivals.eventNames().reduce((total, name) => name === 'error' ? total : total + arrivals.listenerCount(name), 0)
     },
     closing: closing.signal,
     close: () => { closing.abort() }

@@ -263,6 +263,8 @@ export class DeliveryWorker {
         // The claims lapse by themselves, so these deliveries are sent again (at least once) though unrecorded.
         this.options.log.warn({ err: error, attempts: batch.length }, 'recording delivery attempts failed')
         this.dueAt(Date.now() + this.claimSeconds() * 1000 + 100)
+        // The worker may be asleep until its poll already: woken, it sleeps until the claims lapse instead.
+        this.wake()
         return
       }
     }

@@ -113,11 +113,11 @@ export function sendEvent (app: FastifyInstance, organization: TestOrganization,
 
 /**
  * Pool clients still checked out once background work has settled (announcements are sent up to 20 ms after a
- * commit, on a pool client). Waits up to 5 s for none: a leaked client never comes back, so a leak still shows.
+ * commit, on a pool client). Waits up to `limitMs` for none: a leaked client never comes back, so a leak still shows.
  */
-export async function checkedOutAfterSettling (app: FastifyInstance): Promise<number> {
+export async function checkedOutAfterSettling (app: FastifyInstance, limitMs = 5000): Promise<number> {
   const checkedOut = () => app.pg.pool.totalCount - app.pg.pool.idleCount
-  const deadline = Date.now() + 5000
+  const deadline = Date.now() + limitMs
   while (checkedOut() > 0 && Date.now() < deadline) await sleep(20)
   return checkedOut()
 }

@@ -4,6 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import pg from 'pg'
 import { buildTestApp, checkedOutAfterSettling, createOrganization, sendEvent, taggedDatabaseUrl } from '../support/helpers.js'
 import { inTransaction } from '../../db/transaction.js'
+import { watchLongPolls } from '../support/long-polls.js'
 import { createWebhook, startReceiver, waitFor } from '../support/webhooks.js'
 
 /**
@@ -62,11 +63,13 @@ t.test('the process survives its connections being cut, under load and again and
   const ready = await app.inject({ method: 'GET', url: '/health/ready' })
   t.equal(ready.statusCode, 200, 'ready again')
 
+  const watch = watchLongPolls(t, app)
   const longPoll = app.inject({ method: 'POST', url: '/api/inbox/lease', headers: organization.headers, payload: { wait_seconds: 20, type: 'wake.me' } })
-  await sleep(300)
+  await watch.waiting(1)
   t.equal((await sendEvent(app, organization, { type: 'wake.me', payload: {} })).statusCode, 201)
   const woken = (await longPoll).json<{ events: Array<{ type: string }> }>()
   t.same(woken.events.map((event) => event.type), ['wake.me'], 'a waiting long poll is woken by the new event')
+  t.equal(watch.woken, 1, 'by its notification: the wait ended with an arrival, not at the deadline')
 
   const { event_id: eventId } = (await sendEvent(app, organization, { type: 'after.restart', payload: {} })).json<{ event_id: string }>()
   await waitFor('the webhook delivery, well before the 60 s poll', () => receiver.received.some((request) => request.headers['webhook-id'] === eventId), 30_000)

@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto'
 import pg from 'pg'
 import { poolConfig, type PoolSettings } from '../../db/pool.js'
 import { buildTestApp, createOrganization, sendEvent, taggedDatabaseUrl } from '../support/helpers.js'
+import { watchLongPolls } from '../support/long-polls.js'
 
 // Under .ci/pgbouncer.sh DATABASE_URL is PgBouncer in transaction mode and DATABASE_DIRECT_URL the server itself;
 // otherwise both name the suite's server, and the tests tell the two apart by application_name.
@@ -50,12 +51,14 @@ t.test('LISTEN uses DATABASE_DIRECT_URL while queries use DATABASE_URL, and a lo
     DATABASE_DIRECT_URL: taggedDatabaseUrl(`direct-${run}`, directUrl),
     DATABASE_PREPARED_STATEMENTS: 'false'
   })
+  const watch = watchLongPolls(t, app)
   const organization = await createOrganization(app)
   const waiting = app.inject({ method: 'POST', url: '/api/inbox/lease', headers: organization.headers, payload: { wait_seconds: 20, type: 'wake.direct' } })
-  await new Promise((resolve) => setTimeout(resolve, 300))
+  await watch.waiting(1)
   t.equal((await sendEvent(app, organization, { type: 'wake.direct', payload: {} })).statusCode, 201)
   const woken = (await waiting).json<{ events: Array<{ type: string }> }>()
   t.same(woken.events.map((event) => event.type), ['wake.direct'], 'the long poll got the event')
+  t.equal(watch.woken, 1, 'woken by the notification heard over the direct connection, not at its deadline')
 
   const admin = new pg.Client({ connectionString: directUrl })
   await admin.connect()

@@ -5,13 +5,13 @@ import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { createInterface } from 'node:readline'
-import { setTimeout as sleep } from 'node:timers/promises'
 import pg from 'pg'
 import pino from 'pino'
 import { isAlive, portInUse } from '../../db/embedded-postgres.js'
 import { freePort } from '../support/free-port.js'
 import { loggerOptions, serializeError } from '../../lib/logging.js'
 import type { Teardown } from '../support/helpers.js'
+import { waitFor } from '../support/webhooks.js'
 
 // Multi-process tests run the production build (dist/), which `npm test` builds first.
 
@@ -89,9 +89,23 @@ async function waitingLongPoll (service: Service): Promise<{ answer: Promise<{ s
   const answer = fetch(`${service.url}/api/inbox/lease`, {
     method: 'POST', headers: { 'x-api-key': key, 'content-type': 'application/json' }, body: JSON.stringify({ wait_seconds: 20 })
   }).then(async (response) => ({ status: response.status, body: await response.json() as unknown }))
-  // The first (empty) lease attempt takes milliseconds; then the call waits for a notification or its deadline.
-  await sleep(1000)
+  // The poll subscribes to arrivals, then makes its first (empty) lease attempt on a pool client: it waits once
+  // the service counts one waiter and has no client checked out.
+  await waitFor('the long poll to wait', async () => await waitingInService(service) === 1 && await poolSettled(service))
   return { answer }
+}
+
+/** The service's own count of waiting long polls and open streams (its triggers_inbox_waiting gauge). */
+async function waitingInService (service: Service): Promise<number | undefined> {
+  const text = await (await fetch(`${service.url}/metrics`)).text()
+  const line = text.split('\n').find((candidate) => candidate.startsWith('triggers_inbox_waiting '))
+  return line === undefined ? undefined : Number(line.split(' ')[1])
+}
+
+/** Whether the service's pool has no client checked out (its readiness answer's pool totals). */
+async function poolSettled (service: Service): Promise<boolean> {
+  const { pool } = await (await fetch(`${service.url}/health/ready`)).json() as { pool: { total: number, idle: number } }
+  return pool.total === pool.idle
 }
 
 t.test('embedded PostgreSQL: the app closes first, then the service stops the database', async (t) => {

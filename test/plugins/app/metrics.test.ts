@@ -12,6 +12,7 @@ import { freePort } from '../../support/free-port.js'
 import { WorkerMetrics } from '../../../lib/metrics.js'
 import { serveMetrics } from '../../../lib/metrics-server.js'
 import { buildTestApp, checkedOutAfterSettling, createOrganization, directDatabaseUrl, sendEvent, testConfig, type Teardown } from '../../support/helpers.js'
+import { watchLongPolls } from '../../support/long-polls.js'
 import { createWebhook, startReceiver, waitFor } from '../../support/webhooks.js'
 
 const METRICS_TOKEN = 'metrics-token-for-tests-0123456789'
@@ -133,8 +134,26 @@ t.test('ingest outcomes, group sizes and request durations are counted exactly, 
   t.ok((sampleOf(text, 'process_resident_memory_bytes') ?? 0) > 0, 'process metrics')
   t.ok(sampleOf(text, 'nodejs_eventloop_lag_seconds') !== undefined, 'Node metrics')
   t.equal(sampleOf(text, 'triggers_listener_connected'), 1)
+  t.equal(sampleOf(text, 'triggers_inbox_waiting'), 0, 'no long poll or stream waits')
   t.match((await app.inject({ method: 'GET', url: '/metrics' })).headers['content-type'], /^text\/plain; version=0\.0\.4/)
   t.equal(await checkedOutAfterSettling(app), 0, 'no pool client checked out')
+})
+
+t.test('triggers_inbox_waiting counts the long polls waiting and the streams subscribed', async (t) => {
+  const app = await buildTestApp(t)
+  const watch = watchLongPolls(t, app)
+  const organization = await createOrganization(app)
+  const poll = app.inject({ method: 'POST', url: '/api/inbox/lease', headers: organization.headers, payload: { wait_seconds: 20 } })
+  await watch.waiting(1)
+  t.equal(sampleOf(await scrape(app), 'triggers_inbox_waiting'), 1, 'the waiting poll')
+  // What an open stream holds: a subscription to its organization's arrivals.
+  const unsubscribe = app.wakeUps.subscribe(organization.id, () => {})
+  t.teardown(unsubscribe)
+  t.equal(sampleOf(await scrape(app), 'triggers_inbox_waiting'), 2, 'and a stream')
+  unsubscribe()
+  t.equal((await sendEvent(app, organization, { type: 'm.wake', payload: {} })).statusCode, 201)
+  t.equal((await poll).json<{ events: unknown[] }>().events.length, 1)
+  t.equal(sampleOf(await scrape(app), 'triggers_inbox_waiting'), 0, 'none once the poll is answered and the stream gone')
 })
 
 t.test('a HEAD request is timed once, under its own method', async (t) => {
@@ -206,6 +225,7 @@ t.test('the queue gauges count pending deliveries of enabled endpoints and the a
     // Two of the enabled endpoint's deliveries wait for a retry; one has been due for 90 s.
     await app.pg.query(`UPDATE deliveries SET next_attempt_at = now() + interval '1 hour'
                         WHERE id IN (SELECT id FROM deliveries WHERE webhook_id = $1 LIMIT 2)`, [enabled.id])
+    const madeDue = Date.now()
     await app.pg.query(`UPDATE deliveries SET next_attempt_at = now() - interval '90 seconds'
                         WHERE id IN (SELECT id FROM deliveries WHERE webhook_id = $1 AND next_attempt_at <= now() LIMIT 1)`, [enabled.id])
     // One due delivery has been delivered: no longer pending.
@@ -214,8 +234,10 @@ t.test('the queue gauges count pending deliveries of enabled endpoints and the a
 
     const text = await scrape(app)
     t.equal(sampleOf(text, 'triggers_webhook_queue_depth'), 6, '7 queued for the enabled endpoint, 1 delivered; the disabled endpoint\'s 7 not counted')
+    // 90 s plus the time between that UPDATE and this scrape, whatever it was (a second for the clocks' granularity).
+    const sinceMadeDue = (Date.now() - madeDue) / 1000
     const oldest = sampleOf(text, 'triggers_webhook_oldest_pending_seconds') ?? 0
-    t.ok(oldest >= 90 && oldest < 90 + 60, `the delivery due 90 s ago (${oldest})`)
+    t.ok(oldest >= 90 && oldest <= 90 + sinceMadeDue + 1, `the delivery due 90 s ago (${oldest}, ${sinceMadeDue} s later)`)
 
     // Past the exact limit the count is PostgreSQL's estimate of the pending index (disabled endpoints included).
     await app.pg.query('ANALYZE deliveries')
@@ -231,9 +253,10 @@ t.test('the queue gauges count pending deliveries of enabled endpoints and the a
 function fakeSources (queue: () => Promise<object>) {
   const warnings: string[] = []
   let reads = 0
+  let releases = 0
   const client = {
     query: async (query: string | { name?: string }) => typeof query === 'object' && query.name === 'delivery-queue-state' ? { rows: [await queue()] } : { rows: [] },
-    release: () => {}
+    release: () => { releases++ }
   }
   const sources = {
     pool: {
@@ -249,7 +272,7 @@ function fakeSources (queue: () => Promise<object>) {
     log: { warn: (_details: object, message: string) => { warnings.push(message) } }
   }
   // A pool-shaped stub: the metrics read its counts and run one transaction per queue read.
-  return { sources: sources as unknown as ConstructorParameters<typeof WorkerMetrics>[0], fake: sources, warnings, reads: () => reads }
+  return { sources: sources as unknown as ConstructorParameters<typeof WorkerMetrics>[0], fake: sources, warnings, reads: () => reads, releases: () => releases }
 }
 
 t.test('pool and listener gauges read their sources; the queue is read once per scrape, and a failed read does not fail the scrape', async (t) => {
@@ -267,8 +290,10 @@ t.test('pool and listener gauges read their sources; the queue is read once per 
   t.equal(sampleOf(text, 'triggers_webhook_queue_depth'), 4)
   t.equal(sampleOf(text, 'triggers_webhook_oldest_pending_seconds'), 12.5)
   t.equal(fake.reads(), 1, 'both queue gauges from one read')
+  t.equal(fake.releases(), 1, 'which gave its client back')
   await Promise.all([metrics.scrape(), metrics.scrape()])
   t.equal(fake.reads(), 2, 'concurrent scrapes share one read')
+  t.equal(fake.releases(), 2)
 
   fake.fake.wakeUps.connected = true
   failing = true
@@ -277,6 +302,8 @@ t.test('pool and listener gauges read their sources; the queue is read once per 
   t.ok(Number.isNaN(sampleOf(degraded, 'triggers_webhook_queue_depth')), 'NaN while the queue cannot be read')
   t.ok(Number.isNaN(sampleOf(degraded, 'triggers_webhook_oldest_pending_seconds')))
   t.same(fake.warnings, ['metrics: could not read the delivery queue'])
+  t.equal(fake.reads(), 3)
+  t.equal(fake.releases(), 3, 'a failed read gives its client back too')
   t.equal(sampleOf(degraded, 'http_request_duration_seconds_count'), undefined, 'a worker has no request metrics')
 })
 
