@@ -69,7 +69,9 @@ t.test('the process survives its connections being cut, under load and again and
   t.equal((await sendEvent(app, organization, { type: 'wake.me', payload: {} })).statusCode, 201)
   const woken = (await longPoll).json<{ events: Array<{ type: string }> }>()
   t.same(woken.events.map((event) => event.type), ['wake.me'], 'a waiting long poll is woken by the new event')
-  t.equal(watch.woken, 1, 'by its notification: the wait ended with an arrival, not at the deadline')
+  // Announcements of this organization's earlier events may wake it first (and find nothing of type wake.me).
+  t.ok(watch.woken >= 1 && watch.looks === watch.woken + 1,
+    `by its notification: each look after the first followed an arrival, none the deadline (${watch.woken} arrivals, ${watch.looks} looks)`)
 
   const { event_id: eventId } = (await sendEvent(app, organization, { type: 'after.restart', payload: {} })).json<{ event_id: string }>()
   await waitFor('the webhook delivery, well before the 60 s poll', () => receiver.received.some((request) => request.headers['webhook-id'] === eventId), 30_000)
