@@ -299,7 +299,7 @@ t.test('a recording that collides (serialization failure) is tried again and rec
   startWorker(t, app, {
     log,
     pollIntervalMs: HOUR_MS,
-    pool: faultyPool(app.pg.pool, { statement: (name) => name === 'record-attempts' && collisions++ === 0 ? serializationFailure() : undefined })
+    pool: faultyPool(app.pg.pool, { statement: (name) => name === 'update-deliveries' && collisions++ === 0 ? serializationFailure() : undefined })
   })
   await waitFor('the delivery recorded', async () => (await pendingState(app, ids))[0]?.status === 'delivered')
   t.equal(collisions, 2, 'the first recording failed, the second went through')
@@ -326,9 +326,9 @@ t.test('a recording that keeps failing is given up after 3 tries; the claim laps
     claimSeconds: 1,
     pollIntervalMs: HOUR_MS,
     pool: faultyPool(app.pg.pool, {
-      answered: (name) => { if (name === 'claim-deliveries') claims++ },
+      answered: (name) => { if (name === 'claim-deliveries-per-organization') claims++ },
       statement: async (name) => {
-        if (name !== 'record-attempts' || !failing) return undefined
+        if (name !== 'update-deliveries' || !failing) return undefined
         // Fails once the worker, woken by the finished send, has claimed again and gone back to sleep.
         if (tries++ === 0) await waitFor('the worker to claim after the send', () => claims >= 2)
         return serializationFailure()
