@@ -9,7 +9,7 @@ import type { ReceiverEndpoint } from './receiver.js'
 import type { BacklogResult } from './report.js'
 import { peakMb, sampleRss, type BenchProcess } from './server.js'
 
-/** How long the worker drains the backlog while its RSS is sampled (issue 9: RSS at the backlog, not a drain). */
+/** How long the worker drains the backlog while its RSS is sampled (RSS at the backlog, not a drain). */
 const DRAIN_SECONDS = 60
 const IDLE_SECONDS = 5
 /** Rows per INSERT statement, so progress shows and no single transaction holds a million rows. */

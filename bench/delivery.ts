@@ -11,7 +11,7 @@ const DRAIN_EVENTS_PER_SECOND = 2000
 /** Scaled likewise: 2 000 events × 10 endpoints = 20 000 deliveries at 10 s. */
 const FANOUT_EVENTS_PER_SECOND = 200
 const FANOUT_ENDPOINTS = 10
-/** Events per second of the paced scenarios (issue 9). */
+/** Events per second of the paced scenarios. */
 const PACED_RATE = 300
 const SLOW_ANSWER_MS = 2000
 /** The slow endpoint's attempts must not time out: its deliveries are checked like the others'. */

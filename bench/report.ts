@@ -123,7 +123,7 @@ function secondHalfGrowthMb (soak: SoakResult): number {
   return soak.endMb - middle
 }
 
-/** Issue 5's targets, each with the measured value: the benchmark reports them, tests never assert them. */
+/** The ingest targets, each with the measured value: the benchmark reports them, tests never assert them. */
 function targets (report: Report): string[] {
   const raw = scenario(report, 'raw')
   const ingest = scenario(report, 'ingest')
@@ -174,7 +174,7 @@ function drainRatio (report: Report): number | undefined {
   return drain && ingest && ingest.requestsPerSecond > 0 ? drain.deliveriesPerSecond / ingest.requestsPerSecond : undefined
 }
 
-/** Issue 9's targets, each with the measured value (reported, never asserted). */
+/** The delivery targets, each with the measured value (reported, never asserted). */
 function deliveryTargets (report: Report): string[] {
   const ms = (value: number | undefined) => value === undefined ? 'n/a' : `${fixed(value, 1)} ms`
   const drain = drainRatio(report)
@@ -228,7 +228,7 @@ function deliverySection (report: Report): string[] {
 
 const fixedOrNa = (value: number | undefined, digits: number) => value === undefined ? 'n/a' : fixed(value, digits)
 
-// Issue 7's targets at the largest connection count: what is accepted stays fast, memory stays bounded.
+// The overload targets at the largest connection count: what is accepted stays fast, memory stays bounded.
 const OVERLOAD_P99_MS = 100
 const OVERLOAD_RSS_MB = 300
 

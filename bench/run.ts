@@ -19,8 +19,8 @@ import { benchFailures, renderReport, saveReport, type Report, type ScenarioResu
 import { peakMb, sampleRss, startServer, type BenchServer } from './server.js'
 
 /**
- * `npm run bench`: the ingest scenarios of issue 5 against the production build, each after a warm-up, a soak
- * for memory growth, then the delivery scenarios of issue 9 (a separate dist/worker.js per scenario); prints
+ * `npm run bench`: the ingest scenarios against the production build, each after a warm-up, a soak
+ * for memory growth, then the delivery scenarios (a separate dist/worker.js per scenario); prints
  * the tables, appends them to bench/results/<date>.md, and fails if a row check fails (an acknowledged event
  * without its row, a row nobody was told about, an event not delivered to an endpoint, nothing to check) or a
  * run cannot have measured its scenario (no request succeeded, a non-2xx answer or a request left unanswered,
@@ -257,7 +257,7 @@ async function profile (databaseUrl: string, name: keyof typeof PROFILED_SCENARI
 
 /**
  * retention-drop (not in the default set): ingest, then the same ingest while the day partitions holding
- * RETENTION_DROP_ROWS events are dropped half-way through (issue 14's target: within 10 %).
+ * RETENTION_DROP_ROWS events are dropped half-way through (the target: within 10 %).
  */
 async function measureRetentionDrop (server: BenchServer, databaseUrl: string): Promise<ScenarioResult[]> {
   const owner = await createOrganization(server.baseUrl, 'bench-retention-drop-filler')

@@ -157,7 +157,7 @@ t.test('another organization\'s delivery is not held behind a trickling send on 
   receiver.answer = (request) => { if (request.path === '/trickle') trickle(request, OK_HEAD, TRICKLE_EVERY_MS); else answerOk(request) }
   const trickling = await createWebhook(t, app, slow, { url: receiver.url('/trickle') })
   await createWebhook(t, app, other, { url: receiver.url('/healthy') })
-  // One worker, one send per endpoint (connections per origin used to be capped at that).
+  // One worker, one send per endpoint: a cap of connections per origin would make one wait for the other.
   startWorker(t, app, { timeoutMs: 3000, endpointConcurrency: 1, endpointMaxConcurrency: 1 })
 
   const [slowEvent = ''] = await queueEvents(app, slow, 1, 'slow.event')
