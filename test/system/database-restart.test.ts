@@ -5,6 +5,8 @@ import pg from 'pg'
 import { buildTestApp, checkedOutAfterSettling, createOrganization, sendEvent, taggedDatabaseUrl } from '../support/helpers.js'
 import { inTransaction } from '../../db/transaction.js'
 import { watchLongPolls } from '../support/long-polls.js'
+import { testWorkerOptions } from '../support/worker.js'
+import { DeliveryWorker } from '../../lib/webhooks/delivery-worker.js'
 import { createWebhook, startReceiver, waitFor } from '../support/webhooks.js'
 
 /**
@@ -41,11 +43,12 @@ t.test('the process survives its connections being cut, under load and again and
   const applicationName = `restart-test-${randomUUID()}`
   const app = await buildTestApp(t, {
     ...connectionsNamed(applicationName),
-    WEBHOOK_WORKER: 'on',
-    WEBHOOK_ALLOW_PRIVATE_URLS: 'true',
-    // Far longer than the waits below: a delivery arriving in time was woken by a notification.
-    WEBHOOK_POLL_INTERVAL_MS: '60000'
+    WEBHOOK_ALLOW_PRIVATE_URLS: 'true'
   })
+  // A worker on the app's pool and listener that polls once an hour: a delivery after the cuts was woken by a notification.
+  const worker = new DeliveryWorker(testWorkerOptions(app, { pollIntervalMs: 3_600_000 }))
+  worker.start()
+  t.teardown(() => worker.stop())
   const organization = await createOrganization(app)
   const receiver = await startReceiver(t)
   await createWebhook(t, app, organization, { url: receiver.url, event_types: ['after.restart'] })
@@ -74,7 +77,7 @@ t.test('the process survives its connections being cut, under load and again and
     `by its notification: each look after the first followed an arrival, none the deadline (${watch.woken} arrivals, ${watch.looks} looks)`)
 
   const { event_id: eventId } = (await sendEvent(app, organization, { type: 'after.restart', payload: {} })).json<{ event_id: string }>()
-  await waitFor('the webhook delivery, well before the 60 s poll', () => receiver.received.some((request) => request.headers['webhook-id'] === eventId), 30_000)
+  await waitFor('the webhook delivery', () => receiver.received.some((request) => request.headers['webhook-id'] === eventId), 60_000)
   t.pass('the delivery worker was woken by a notification')
   t.equal(await checkedOutAfterSettling(app), 0, 'no pool client checked out')
 })

@@ -9,6 +9,7 @@ import { parseRetrySchedule } from '../../../lib/webhooks/retry-schedule.js'
 import type { SendOutcome } from '../../../lib/webhooks/send.js'
 import type { Resolver } from '../../../lib/webhooks/url-guard.js'
 import { buildTestApp, checkedOutAfterSettling, createOrganization, directDatabaseUrl, type Teardown, type TestOrganization } from '../../support/helpers.js'
+import { testWorkerOptions } from '../../support/worker.js'
 import { OK_HEAD, answerOk, endlessBody, startScriptedReceiver, trickle, type ScriptedRequest } from '../../support/scripted-receiver.js'
 import { createWebhook, deliveryStatus, waitFor } from '../../support/webhooks.js'
 
@@ -48,22 +49,9 @@ const TRICKLE_EVERY_MS = 100
 
 /** A worker of the test's own (the app runs none), stopped when the test ends unless the test stopped it. */
 function startWorker (t: Test, app: FastifyInstance, settings: Partial<DeliveryWorkerOptions> = {}): DeliveryWorker {
-  const worker = new DeliveryWorker({
-    pool: app.pg.pool,
-    wakeUps: app.wakeUps,
-    log: { info: () => {}, warn: () => {} },
-    schedule: parseRetrySchedule('0'),
-    timeoutMs: 5000,
-    allowPrivateUrls: true,
-    disableAfterFailures: 0,
-    endpointConcurrency: 4,
-    endpointMaxConcurrency: 4,
-    workerConcurrency: 64,
-    claimSeconds: 30,
-    pollIntervalMs: 100,
-    secrets: app.webhookSecrets,
-    ...settings
-  })
+  const worker = new DeliveryWorker(testWorkerOptions(app, {
+    schedule: parseRetrySchedule('0'), endpointConcurrency: 4, endpointMaxConcurrency: 4, pollIntervalMs: 100, ...settings
+  }))
   worker.start()
   // Stopped once, by the test or at its end, whichever comes first.
   const stopOnce = worker.stop.bind(worker)

@@ -7,6 +7,7 @@ import { parseRetrySchedule } from '../../../lib/webhooks/retry-schedule.js'
 import type { SecretBox } from '../../../lib/webhooks/secret-box.js'
 import { lastFirst, ownDatabase } from '../../support/databases.js'
 import { buildTestApp, checkedOutAfterSettling, createOrganization, type Teardown, type TestOrganization } from '../../support/helpers.js'
+import { testWorkerOptions } from '../../support/worker.js'
 import { createWebhook, startReceiver, waitFor, type Receiver } from '../../support/webhooks.js'
 
 const ok = { succeeded: true, congested: false, retryAfterSeconds: undefined }
@@ -38,22 +39,7 @@ t.test('endpoint concurrency halves on congestion, pauses for Retry-After, ignor
 
 /** A worker of this test's own (not the app's), so the test can read its endpoint windows. */
 function startWorker (t: Teardown, app: FastifyInstance, settings: Partial<ConstructorParameters<typeof DeliveryWorker>[0]> = {}): DeliveryWorker {
-  const worker = new DeliveryWorker({
-    pool: app.pg.pool,
-    wakeUps: app.wakeUps,
-    log: { info: () => {}, warn: () => {} },
-    schedule: parseRetrySchedule('0,1,1,1,1'),
-    timeoutMs: 5000,
-    allowPrivateUrls: true,
-    disableAfterFailures: 0,
-    endpointConcurrency: 8,
-    endpointMaxConcurrency: 16,
-    workerConcurrency: 64,
-    claimSeconds: 30,
-    pollIntervalMs: 200,
-    secrets: app.webhookSecrets,
-    ...settings
-  })
+  const worker = new DeliveryWorker(testWorkerOptions(app, settings))
   worker.start()
   t.teardown(() => worker.stop())
   return worker
@@ -168,6 +154,22 @@ async function appAlone (t: Teardown): Promise<{ app: FastifyInstance, scope: Te
   const app = await buildTestApp(scope, { DATABASE_URL: await ownDatabase(scope, 'delivery_worker'), WEBHOOK_ALLOW_PRIVATE_URLS: 'true' })
   return { app, scope }
 }
+
+t.test('the worker is woken by new deliveries (events and redeliveries), not by its poll', async (t) => {
+  const { app, scope } = await appAlone(t)
+  const organization = await createOrganization(app)
+  const receiver = await startReceiver(t)
+  await createWebhook(t, app, organization, { url: receiver.url })
+  // Polling once an hour, on a database of the test's own: only the NOTIFY after each commit can explain a delivery.
+  startWorker(scope, app, { pollIntervalMs: HOUR_MS })
+  const [eventId] = await queueEvents(app, organization, 1)
+  await waitFor('the first delivery', () => receiver.received.length === 1)
+  await waitFor('the delivery recorded', async () => (await pendingState(app, [eventId ?? '']))[0]?.status === 'delivered')
+  const redelivered = await app.inject({ method: 'POST', url: `/api/events/${eventId ?? ''}/redeliver`, headers: organization.headers, payload: {} })
+  t.equal(redelivered.statusCode, 202)
+  await waitFor('the redelivery', () => receiver.received.length === 2)
+  t.same(receiver.received.map((request) => request.headers['webhook-id']), [eventId, eventId])
+})
 
 t.test('retries go out when they come due, not at the next poll', async (t) => {
   const { app, scope } = await appAlone(t)

@@ -53,21 +53,6 @@ t.test('a delivery is signed per Standard Webhooks and marks the event delivered
   t.match(list.deliveries, [{ event_id: eventId, attempt: 1, status: 'succeeded', response_status: 200, error: null, next_attempt_at: null }])
 })
 
-t.test('workers are woken by new deliveries (events and redeliveries), not by their poll', async (t) => {
-  // The poll interval is longer than waitFor's limit, so only the NOTIFY after commit can explain a delivery.
-  const app = await workerApp(t, { WEBHOOK_POLL_INTERVAL_MS: '60000' })
-  const organization = await createOrganization(app)
-  const receiver = await startReceiver(t)
-  await createWebhook(t, app, organization, { url: receiver.url })
-  const { event_id: eventId } = (await sendEvent(app, organization, { type: 'wake.up', payload: {} })).json()
-  await waitFor('the first delivery', () => receiver.received.length === 1)
-  await waitFor('event delivery_status delivered', async () => await deliveryStatus(app, organization, eventId) === 'delivered')
-  const redelivered = await app.inject({ method: 'POST', url: `/api/events/${eventId}/redeliver`, headers: organization.headers, payload: {} })
-  t.equal(redelivered.statusCode, 202)
-  await waitFor('the redelivery', () => receiver.received.length === 2)
-  t.same(receiver.received.map((request) => request.headers['webhook-id']), [eventId, eventId])
-})
-
 t.test('a receiver that fails twice then succeeds gets exactly 3 attempts with one webhook-id', async (t) => {
   const app = await workerApp(t)
   const organization = await createOrganization(app)
