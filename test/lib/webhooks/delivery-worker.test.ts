@@ -41,6 +41,10 @@ t.test('endpoint concurrency halves on congestion, pauses for Retry-After, ignor
 function startWorker (t: Teardown, app: FastifyInstance, settings: Partial<ConstructorParameters<typeof DeliveryWorker>[0]> = {}): DeliveryWorker {
   const worker = new DeliveryWorker(testWorkerOptions(app, settings))
   worker.start()
+  // Stopped once, by the test (to check what it left) or at its end.
+  const stopWorker = worker.stop.bind(worker)
+  let stopped: Promise<void> | undefined
+  worker.stop = async () => { await (stopped ??= stopWorker()) }
   t.teardown(() => worker.stop())
   return worker
 }
@@ -113,7 +117,7 @@ t.test('one organization\'s backlog does not delay another organization\'s new e
   await createWebhook(t, app, quiet, { url: quietReceiver.url })
   await queueEvents(app, busy, 2000)
   // At most 4 sends at once to the busy endpoint, none of which times out during the test.
-  startWorker(t, app, { endpointConcurrency: 4, endpointMaxConcurrency: 4, timeoutMs: 120_000 })
+  const worker = startWorker(t, app, { endpointConcurrency: 4, endpointMaxConcurrency: 4, timeoutMs: 120_000 })
   await waitFor('the backlog to start draining', () => slowReceiver.received.length >= 4)
   const [quietEvent] = await queueEvents(app, quiet, 1)
   await waitFor('the quiet organization\'s event', () => receivedIds(quietReceiver).has(quietEvent ?? ''))
@@ -123,6 +127,8 @@ t.test('one organization\'s backlog does not delay another organization\'s new e
   t.ok((rows[0]?.n ?? 0) > 1000, `delivered while the other organization still had ${rows[0]?.n} deliveries waiting`)
   busyAnswers.release()
   await waitFor('the backlog to drain further', () => slowReceiver.received.length > 8)
+  // Checked once the worker has stopped: while it drains the backlog it holds clients by design.
+  await worker.stop()
   t.equal(await checkedOutAfterSettling(app), 0, 'no pool client checked out')
 })
 
