@@ -52,7 +52,11 @@ function apiEnv (applicationName: string, port: number): NodeJS.ProcessEnv {
     ADMIN_TOKEN,
     // The limiter runs (so Redis is in every request's path) but never refuses the load.
     RATE_LIMIT_ENTERPRISE: '1000000000',
-    RATE_LIMIT_ANONYMOUS: '1000000000'
+    RATE_LIMIT_ANONYMOUS: '1000000000',
+    // Load shedding is measured by the bench's overload scenario; here a 503 must mean a fault's outage, so a
+    // sampled event-loop delay on a busy machine does not refuse the bounded load.
+    OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '0',
+    OVERLOAD_MAX_IN_FLIGHT: '0'
   }
 }
 
