@@ -53,6 +53,8 @@ const RECORDING_MARGIN_MS = 5000
 const RECORD_TRIES = 3
 // Timers and the database's clock may disagree by a millisecond: wake a little after a retry's due time.
 const DUE_MARGIN_MS = 5
+// A claim that failed (database restarting, pool exhausted) is tried again this soon, not at the next poll.
+const CLAIM_RETRY_MS = 500
 // An attempt that says nothing about the endpoint (not sent).
 const NO_SIGNAL: EndpointSignal = { succeeded: false, congested: false, retryAfterSeconds: undefined }
 const retryableRecordError = (error: unknown) => ['40P01', '40001'].includes((error as { code?: string } | null)?.code ?? '')
@@ -138,6 +140,7 @@ export class DeliveryWorker {
         full = await this.claimAndDispatch()
       } catch (error) {
         this.options.log.warn({ err: error }, 'claiming deliveries failed; retrying')
+        this.dueAt(Date.now() + CLAIM_RETRY_MS)
       }
       if (full) await this.pause(CLAIM_GATHER_MS)
       else if (await this.sleep(this.sleepMs())) await this.pause(CLAIM_GATHER_MS)
@@ -181,8 +184,9 @@ export class DeliveryWorker {
     this.limits.started(delivery.webhook_id)
     this.organizations.started(delivery.organization_id)
     const task = this.deliver(delivery, claimEnds).catch((error: unknown): EndpointSignal => {
-      // Unsent and unrecorded: the claim lapses and the delivery is tried again.
+      // Unsent and unrecorded: the claim lapses and the delivery is tried again then.
       this.options.log.warn({ err: error, delivery_id: delivery.id }, 'delivering failed before sending')
+      this.dueAt(this.claimLapses(claimEnds))
       return NO_SIGNAL
     }).then((signal) => {
       this.inFlight.delete(task)
@@ -204,7 +208,7 @@ export class DeliveryWorker {
     if (limitMs <= 0) {
       // Only a stalled process gets here (a claim lasts the timeout + the margin): the claim lapses unsent.
       this.options.log.warn({ delivery_id: delivery.id }, 'claim too close to lapsing to send; it is claimed again later')
-      this.dueAt(Date.now() + Math.max(0, claimEnds - performance.now()) + DUE_MARGIN_MS)
+      this.dueAt(this.claimLapses(claimEnds))
       return NO_SIGNAL
     }
     const request = signWebhook(delivery.event_id, delivery.type, delivery.payload_json, activeSecrets(delivery, this.options.secrets))
@@ -268,6 +272,11 @@ export class DeliveryWorker {
         return
       }
     }
+  }
+
+  /** A claim ending at `claimEnds` (monotonic clock) as a wall-clock due time. */
+  private claimLapses (claimEnds: number): number {
+    return Date.now() + Math.max(0, claimEnds - performance.now()) + DUE_MARGIN_MS
   }
 
   /**

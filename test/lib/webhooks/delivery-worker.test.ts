@@ -185,8 +185,11 @@ t.test('retries go out when they come due, not at the next poll', async (t) => {
   await createWebhook(t, app, organization, { url: receiver.url })
   const ids = await queueEvents(app, organization, 6)
   // Polling once an hour: every retry was started by the worker's own due times.
-  startWorker(scope, app, { pollIntervalMs: HOUR_MS, schedule: parseRetrySchedule('0,1,1') })
+  const { warnings, log } = recordingLog()
+  startWorker(scope, app, { pollIntervalMs: HOUR_MS, schedule: parseRetrySchedule('0,1,1'), log })
   await waitFor('three attempts of every event', () => receiver.received.length >= ids.length * 3, 30_000)
+    // What the worker warned of explains a wait that gives up.
+    .catch((error: Error) => { throw new Error(`${error.message}; worker warnings: ${JSON.stringify(warnings)}`) })
   await waitFor('every delivery recorded as failed', async () => {
     const { rows } = await app.pg.query<{ n: number }>('SELECT count(*)::int AS n FROM events WHERE id = ANY($1::uuid[]) AND delivery_status = \'failed\'', [ids])
     return rows[0]?.n === ids.length
