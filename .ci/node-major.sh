@@ -4,7 +4,8 @@
 # source is reachable here), cached per version in $NODE_CACHE_DIR. Checks that installing the dependencies with
 # that Node gives no EBADENGINE warning, builds, and runs `node dist/scripts/test.js` against DATABASE_URL /
 # REDIS_URL (CI: the machine's PostgreSQL and Redis; unset: the suite's embedded PostgreSQL).
-# Usage: [DATABASE_URL=…] [REDIS_URL=…] .ci/node-major.sh [tap arguments, e.g. test/health.test.ts]
+# Usage: [DATABASE_URL=…] [REDIS_URL=…] .ci/node-major.sh [command, default `node dist/scripts/test.js`]
+#   e.g. .ci/node-major.sh node dist/scripts/test.js test/health.test.ts, or .ci/node-major.sh bash .ci/pgbouncer.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,5 +42,6 @@ if grep -q EBADENGINE "$install_log"; then grep -A4 EBADENGINE "$install_log"; e
 echo "npm ci on Node $version: no EBADENGINE warnings"
 
 npm run build
-echo "== suite on Node $version"
-node dist/scripts/test.js "$@"
+echo "== on Node $version: ${*:-node dist/scripts/test.js}"
+if [ $# -eq 0 ]; then set -- node dist/scripts/test.js; fi
+"$@"
