@@ -29,7 +29,8 @@ export const DOCUMENT_BASE: NonNullable<FastifyDynamicSwaggerOptions['openapi']>
     { name: 'keys', description: 'API keys and organizations' },
     { name: 'events', description: 'Sending and reading events' },
     { name: 'inbox', description: 'Pulling, leasing and acknowledging events' },
-    { name: 'webhooks', description: 'Push delivery to your endpoints, signed per Standard Webhooks' }
+    { name: 'webhooks', description: 'Push delivery to your endpoints, signed per Standard Webhooks' },
+    { name: 'subscriptions', description: 'Independent pull consumers over the organization\'s events, each with its own position' }
   ]
 }
 

@@ -3,6 +3,7 @@ import {
   createPartitions, DAY_PARTITIONED_TABLES, DEDUP_KEYS_TABLE, DEDUP_PERIOD_DAYS, dropPartitions,
   listPartitions, raiseAttemptsHorizon, tryMaintenanceLock
 } from '../db/partitions.js'
+import { forgetExpiredSubscriptionEvents } from '../db/subscriptions.js'
 import { inTransaction } from '../db/transaction.js'
 
 export interface RetentionSettings {
@@ -69,7 +70,8 @@ export function expiredPartitions (names: string[], keepFrom: number | undefined
  * One maintenance run, at `now` (injectable so tests can move the clock): creates the day partitions of events,
  * deliveries and attempts from today to `aheadDays` ahead and the dedup keys partitions of this period and the
  * next, then drops what retention no longer keeps: whole days of events with their deliveries and attempts
- * (attempts sooner with a shorter attemptDays), and dedup periods that ended before the oldest kept event. One
+ * (attempts sooner with a shorter attemptDays), and dedup periods that ended before the oldest kept event; the
+ * subscriptions' rows of events no longer kept go too. One
  * transaction under a transaction-level advisory lock, so one instance at a time does it, also through a
  * pooler; another instance's run is skipped, not waited for. Table locks wait at most lockTimeoutMs: a busy
  * table makes the run fail (and the next run retry) instead of queueing every insert behind it.
@@ -98,6 +100,7 @@ export async function maintainPartitions (pool: Pool, settings: RetentionSetting
       await raiseAttemptsHorizon(client, new Date(attemptsFrom))
     }
     await dropPartitions(client, dropped)
+    if (eventsFrom !== undefined) await forgetExpiredSubscriptionEvents(client, new Date(eventsFrom))
     return { ran: true, created, dropped }
   })
 }

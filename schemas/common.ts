@@ -10,6 +10,10 @@ export const NullableString = Type.Union([Type.String(), Type.Null()])
 // PostgreSQL text cannot hold U+0000, so it is refused at validation time.
 export const NO_NUL_PATTERN = '^[^\\u0000]*$'
 
+const EventTypePattern = Type.String({ minLength: 1, maxLength: 101, pattern: '^[A-Za-z0-9._:-]*\\*?$', description: 'An event type, or a prefix ending in *' })
+/** Which event types a webhook or subscription gets. */
+export const EventTypes = Type.Array(EventTypePattern, { maxItems: 100, description: 'Empty or absent: every type' })
+
 export const Payload = Type.Record(Type.String(), Type.Unknown(), { description: 'Any JSON object' })
 
 /** What every event answer (GET, list, lease) says of the event itself, before the consumer's state. */

@@ -7,6 +7,9 @@ import { CacheStats, IngestStats, Liveness, NotReady, PoolStats, Pressure, Readi
 import { ApiKey, GenerateKeyBody, KeyInfo, RotatedKey } from './keys.js'
 import { ExtendResult, Lease, LeaseAckResult, LeaseEventsBody, LeasedEvent, ReleaseResult } from './leases.js'
 import {
+  DeadLetter, DeadLetterList, PendingCounts, RedriveBody, RedriveResult, SeekBody, Subscription, SubscriptionList, UpdateSubscriptionBody
+} from './subscriptions.js'
+import {
   CreateWebhookBody, Delivery, DeliveryPage, RedeliverBody, RedeliverResult, UpdateWebhookBody, Webhook, WebhookList, WebhookTestResult
 } from './webhooks.js'
 
@@ -21,5 +24,6 @@ export const NAMED_SCHEMAS: TSchema[] = [
   GenerateKeyBody, ApiKey, KeyInfo, RotatedKey,
   EventInput, EventAccepted, Event, BatchBody, BatchItemResult, BatchResult, Acknowledged, BulkAckBody, BulkAckResult, InboxPage,
   LeasedEvent, Lease, LeaseEventsBody, LeaseAckResult, ReleaseResult, ExtendResult,
-  CreateWebhookBody, UpdateWebhookBody, Webhook, WebhookList, Delivery, DeliveryPage, RedeliverBody, RedeliverResult, WebhookTestResult
+  CreateWebhookBody, UpdateWebhookBody, Webhook, WebhookList, Delivery, DeliveryPage, RedeliverBody, RedeliverResult, WebhookTestResult,
+  UpdateSubscriptionBody, PendingCounts, Subscription, SubscriptionList, SeekBody, DeadLetter, DeadLetterList, RedriveBody, RedriveResult
 ]

@@ -1,9 +1,7 @@
 import { Type } from 'typebox'
-import { Uuid as Id, Timestamp as timestamp } from './common.js'
+import { EventTypes, Uuid as Id, Timestamp as timestamp } from './common.js'
 import { ref } from './ref.js'
 
-const EventTypePattern = Type.String({ minLength: 1, maxLength: 101, pattern: '^[A-Za-z0-9._:-]*\\*?$', description: 'An event type, or a prefix ending in *' })
-const EventTypes = Type.Array(EventTypePattern, { maxItems: 100, description: 'Empty or absent: every type' })
 const Url = Type.String({ minLength: 1, maxLength: 2048, description: 'Absolute http(s) URL' })
 const Description = Type.String({ maxLength: 1000 })
 

@@ -10,6 +10,9 @@ import quarantineRoutes from './inbox/quarantine.js'
 import streamRoutes from './inbox/stream.js'
 import keyGenerateRoute from './keys/generate.js'
 import keyRoutes from './keys/index.js'
+import deadLetterRoutes from './subscriptions/dead-letters.js'
+import subscriptionRoutes from './subscriptions/index.js'
+import subscriptionLeaseRoutes from './subscriptions/leases.js'
 import webhookRoutes from './webhooks/index.js'
 
 /** Everything under /api (app.ts registers it with that prefix), behind the boundary of ./hooks.ts. */
@@ -26,4 +29,7 @@ export default async function apiRoutes (api: FastifyInstance): Promise<void> {
   await api.register(quarantineRoutes)
   await api.register(streamRoutes)
   await api.register(webhookRoutes)
+  await api.register(subscriptionRoutes)
+  await api.register(subscriptionLeaseRoutes)
+  await api.register(deadLetterRoutes)
 }

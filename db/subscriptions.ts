@@ -1,0 +1,331 @@
+import type { LeasedEventRow, InboxPosition } from './events.js'
+import type { Queryable } from './queryable.js'
+
+/** The settings a client chooses for a subscription. */
+export interface SubscriptionFields {
+  name: string | null
+  event_types: string[]
+  max_in_flight: number
+  max_attempts: number
+}
+
+export interface SubscriptionRow extends SubscriptionFields {
+  id: string
+  organization_id: string
+  kind: 'pull'
+  paused: boolean
+  floor_txid: string
+  floor_seq: string
+  frontier_txid: string
+  frontier_seq: string
+  created_at: Date
+  updated_at: Date
+}
+
+/** Where a subscription starts, or is moved to by a seek. */
+export type StartPosition =
+  | { kind: 'now' }
+  | { kind: 'beginning' }
+  | { kind: 'time', at: Date }
+  | { kind: 'cursor', position: InboxPosition }
+
+const COLUMNS = `id, organization_id, kind, name, event_types, max_in_flight, max_attempts, paused,
+                 floor_txid, floor_seq, frontier_txid, frontier_seq, created_at, updated_at`
+
+/**
+ * A start position as a place in cursor order: the subscription gets every matching event after it. "now" is the
+ * oldest transaction still running (its events, and those of every later one, are after it), so an event being
+ * written while the subscription is made is never missed; "beginning" is before every event; a time is just
+ * before the first event (in cursor order) created at or after it; a cursor is the place it names.
+ */
+const START_POSITION = `
+  SELECT CASE $2::text WHEN 'beginning' THEN '0'::xid8 WHEN 'cursor' THEN $4::xid8 ELSE coalesce(first.txid, running.xmin) END AS txid,
+         CASE $2::text WHEN 'beginning' THEN 0 WHEN 'cursor' THEN $5::bigint ELSE coalesce(first.seq - 1, 0) END AS seq
+  FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) running
+  LEFT JOIN LATERAL (
+    SELECT txid, seq FROM events WHERE $2::text = 'time' AND organization_id = $1 AND created_at >= $3::timestamptz
+    ORDER BY txid, seq LIMIT 1
+  ) first ON true`
+
+function startValues (organizationId: string, start: StartPosition): unknown[] {
+  return [
+    organizationId,
+    start.kind,
+    start.kind === 'time' ? start.at : null,
+    start.kind === 'cursor' ? start.position.txid : null,
+    start.kind === 'cursor' ? start.position.seq : null
+  ]
+}
+
+/**
+ * Inserts the subscription at its start position unless the organization already has `max`; undefined then. Run
+ * inside a transaction: the organization's row lock (FOR NO KEY UPDATE, which event inserts do not wait for) makes
+ * concurrent creations count each other.
+ */
+export async function insertSubscriptionWithinLimit (client: Queryable, organizationId: string, fields: SubscriptionFields, start: StartPosition, max: number): Promise<SubscriptionRow | undefined> {
+  await client.query('SELECT 1 FROM organizations WHERE id = $1 FOR NO KEY UPDATE', [organizationId])
+  const { rows } = await client.query<SubscriptionRow>(
+    `WITH start AS (${START_POSITION})
+     INSERT INTO subscriptions (organization_id, kind, name, event_types, max_in_flight, max_attempts, floor_txid, floor_seq, frontier_txid, frontier_seq)
+     SELECT $1, 'pull', $6, $7, $8, $9, start.txid, start.seq, start.txid, start.seq FROM start
+     WHERE (SELECT count(*) FROM subscriptions WHERE organization_id = $1) < $10
+     RETURNING ${COLUMNS}`,
+    [...startValues(organizationId, start), fields.name, fields.event_types, fields.max_in_flight, fields.max_attempts, max])
+  return rows[0]
+}
+
+export async function listSubscriptions (db: Queryable, organizationId: string): Promise<SubscriptionRow[]> {
+  const { rows } = await db.query<SubscriptionRow>(`SELECT ${COLUMNS} FROM subscriptions WHERE organization_id = $1 ORDER BY created_at, id`, [organizationId])
+  return rows
+}
+
+/** The subscription, locked for this transaction when `lock` says so (leasing and seeking move its positions). */
+export async function findSubscription (db: Queryable, organizationId: string, id: string, lock: '' | 'FOR UPDATE' = ''): Promise<SubscriptionRow | undefined> {
+  const { rows } = await db.query<SubscriptionRow>(`SELECT ${COLUMNS} FROM subscriptions WHERE organization_id = $1 AND id = $2 ${lock}`, [organizationId, id])
+  return rows[0]
+}
+
+export async function updateSubscription (db: Queryable, organizationId: string, id: string, changes: Partial<SubscriptionFields & { paused: boolean }>): Promise<SubscriptionRow | undefined> {
+  const { rows } = await db.query<SubscriptionRow>(
+    `UPDATE subscriptions SET
+       name = CASE WHEN $3 THEN $4 ELSE name END,
+       event_types = coalesce($5, event_types),
+       max_in_flight = coalesce($6, max_in_flight),
+       max_attempts = coalesce($7, max_attempts),
+       paused = coalesce($8, paused),
+       updated_at = now()
+     WHERE organization_id = $1 AND id = $2
+     RETURNING ${COLUMNS}`,
+    [organizationId, id, changes.name !== undefined, changes.name ?? null, changes.event_types ?? null,
+      changes.max_in_flight ?? null, changes.max_attempts ?? null, changes.paused ?? null])
+  return rows[0]
+}
+
+/** Deletes the subscription and, by cascade, its pending set (rows no insert of events ever waits for). */
+export async function deleteSubscription (db: Queryable, organizationId: string, id: string): Promise<boolean> {
+  const { rowCount } = await db.query('DELETE FROM subscriptions WHERE organization_id = $1 AND id = $2', [organizationId, id])
+  return rowCount === 1
+}
+
+export interface PendingCounts {
+  in_flight: number
+  available: number
+  dead: number
+}
+
+/** The pending set's size by state, per subscription. */
+export async function countPending (db: Queryable, subscriptionIds: string[]): Promise<Map<string, PendingCounts>> {
+  const { rows } = await db.query<PendingCounts & { subscription_id: string }>(
+    `SELECT subscription_id,
+            count(*) FILTER (WHERE state = 'pending' AND leased_until > now())::int AS in_flight,
+            count(*) FILTER (WHERE state = 'pending' AND (leased_until IS NULL OR leased_until <= now()))::int AS available,
+            count(*) FILTER (WHERE state = 'dead')::int AS dead
+     FROM subscription_events WHERE subscription_id = ANY($1::uuid[]) GROUP BY subscription_id`,
+    [subscriptionIds])
+  return new Map(rows.map(({ subscription_id: id, ...counts }) => [id, counts]))
+}
+
+/**
+ * Moves the subscription's state forward (its row locked by the caller): events whose last allowed lease expired
+ * are dead-lettered, the ack floor moves up to just before the first event still pending (to the frontier when
+ * none is), and acked rows the floor has passed are deleted. Acks only mark rows, so they never wait on the lock.
+ */
+export async function compactSubscription (client: Queryable, subscription: SubscriptionRow): Promise<SubscriptionRow> {
+  await client.query({
+    name: 'dead-letter-exhausted',
+    text: `UPDATE subscription_events SET state = 'dead', dead_at = now(), lease_id = NULL, leased_until = NULL
+           WHERE subscription_id = $1 AND state = 'pending' AND leased_until <= now() AND attempts >= $2`,
+    values: [subscription.id, subscription.max_attempts]
+  })
+  const { rows } = await client.query<{ floor_txid: string, floor_seq: string }>({
+    name: 'advance-ack-floor',
+    // Only pending rows above the floor hold it back: redriven dead letters below it are leased from the pending set.
+    text: `UPDATE subscriptions s SET (floor_txid, floor_seq) = (
+             SELECT coalesce(open.txid, s.frontier_txid), coalesce(open.seq - 1, s.frontier_seq)
+             FROM (SELECT 1) one LEFT JOIN LATERAL (
+               SELECT txid, seq FROM subscription_events
+               WHERE subscription_id = s.id AND state = 'pending' AND (txid, seq) > (s.floor_txid, s.floor_seq)
+               ORDER BY txid, seq LIMIT 1
+             ) open ON true)
+           WHERE s.id = $1
+           RETURNING floor_txid, floor_seq`,
+    values: [subscription.id]
+  })
+  const floor = rows[0] ?? subscription
+  await client.query({
+    name: 'forget-acked-below-floor',
+    text: 'DELETE FROM subscription_events WHERE subscription_id = $1 AND state = \'acked\' AND (txid, seq) <= ($2::xid8, $3::bigint)',
+    values: [subscription.id, floor.floor_txid, floor.floor_seq]
+  })
+  return { ...subscription, floor_txid: floor.floor_txid, floor_seq: floor.floor_seq }
+}
+
+/**
+ * Adds up to `limit` events after the frontier that match the subscription's types to its pending set, and moves
+ * the frontier past what it read. Only events of transactions older than every running one are read (as the
+ * inbox's cursors do), so a transaction committing late can never land behind the frontier: when fewer than
+ * `limit` match, every event before the oldest running transaction has been read and the frontier moves there.
+ * Dead letters a seek went back over stay dead (their rows are kept). Says how many it read, and how many of
+ * those have `type` (all when null).
+ */
+export async function readAhead (client: Queryable, subscription: SubscriptionRow, limit: number, type: string | null): Promise<{ subscription: SubscriptionRow, read: number, ofType: number }> {
+  const { rows } = await client.query<{ frontier_txid: string, frontier_seq: string, read: number, of_type: number }>({
+    name: 'read-ahead',
+    text: `WITH running AS (
+             SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin
+           ), read AS (
+             SELECT e.id, e.created_at, e.type, e.txid, e.seq FROM events e
+             WHERE e.organization_id = $2 AND (e.txid, e.seq) > ($3::xid8, $4::bigint)
+               AND e.txid < (SELECT xmin FROM running) AND webhook_matches($5::text[], e.type)
+             ORDER BY e.txid, e.seq LIMIT $6
+           ), added AS (
+             INSERT INTO subscription_events (subscription_id, txid, seq, event_id, event_created_at, type, state)
+             SELECT $1, txid, seq, id, created_at, type, 'pending' FROM read
+             ON CONFLICT DO NOTHING
+           ), last AS (
+             SELECT txid, seq, (SELECT count(*) FROM read) AS n FROM read ORDER BY txid DESC, seq DESC LIMIT 1
+           )
+           UPDATE subscriptions s SET (frontier_txid, frontier_seq) = (
+             SELECT CASE WHEN last.n = $6 THEN last.txid ELSE greatest(s.frontier_txid, running.xmin) END,
+                    CASE WHEN last.n = $6 THEN last.seq WHEN running.xmin > s.frontier_txid THEN 0 ELSE s.frontier_seq END
+             FROM running LEFT JOIN last ON true)
+           WHERE s.id = $1
+           RETURNING frontier_txid, frontier_seq, (SELECT count(*) FROM read)::int AS read,
+                     (SELECT count(*) FROM read WHERE $7::text IS NULL OR type = $7)::int AS of_type`,
+    values: [subscription.id, subscription.organization_id, subscription.frontier_txid, subscription.frontier_seq, subscription.event_types, limit, type]
+  })
+  const frontier = rows[0]
+  if (!frontier) return { subscription, read: 0, ofType: 0 }
+  return {
+    subscription: { ...subscription, frontier_txid: frontier.frontier_txid, frontier_seq: frontier.frontier_seq },
+    read: frontier.read,
+    ofType: frontier.of_type
+  }
+}
+
+/** Pending rows under an unexpired lease, and the expired or released ones a lease may take (in all, and of `type`). */
+export async function leaseCounts (client: Queryable, subscriptionId: string, type: string | null): Promise<{ in_flight: number, available: number, available_of_type: number }> {
+  const { rows } = await client.query<{ in_flight: number, available: number, available_of_type: number }>({
+    name: 'subscription-lease-counts',
+    text: `SELECT count(*) FILTER (WHERE leased_until > now())::int AS in_flight,
+                  count(*) FILTER (WHERE leased_until IS NULL OR leased_until <= now())::int AS available,
+                  count(*) FILTER (WHERE (leased_until IS NULL OR leased_until <= now()) AND ($2::text IS NULL OR type = $2))::int AS available_of_type
+           FROM subscription_events WHERE subscription_id = $1 AND state = 'pending'`,
+    values: [subscriptionId, type]
+  })
+  return rows[0] ?? { in_flight: 0, available: 0, available_of_type: 0 }
+}
+
+export interface SubscriptionLeaseRequest {
+  leaseId: string
+  limit: number
+  leaseSeconds: number
+  type: string | null
+}
+
+/** Leases the first available events of the pending set, in cursor order, with their payloads. */
+export async function leasePending (client: Queryable, subscription: SubscriptionRow, request: SubscriptionLeaseRequest): Promise<{ events: LeasedEventRow[], leasedUntil: Date | null }> {
+  const { rows } = await client.query<LeasedEventRow & { leased_until: Date }>({
+    name: 'subscription-lease',
+    text: `WITH leased AS (
+             UPDATE subscription_events se
+             SET lease_id = $2, leased_until = now() + make_interval(secs => $6), attempts = se.attempts + 1
+             FROM (
+               SELECT txid, seq FROM subscription_events
+               WHERE subscription_id = $1 AND state = 'pending' AND (leased_until IS NULL OR leased_until <= now())
+                 AND attempts < $5 AND ($3::text IS NULL OR type = $3)
+               ORDER BY txid, seq LIMIT $4
+             ) available
+             WHERE se.subscription_id = $1 AND se.txid = available.txid AND se.seq = available.seq
+             RETURNING se.event_id, se.event_created_at, se.attempts, se.leased_until, se.txid, se.seq
+           )
+           SELECT e.id, e.seq, e.txid, e.type, e.payload, e.dedup_id, e.source, e.created_at, e.delivery_status,
+                  leased.attempts AS lease_count, leased.leased_until
+           FROM leased JOIN events e ON e.id = leased.event_id AND e.created_at = leased.event_created_at
+           ORDER BY leased.txid, leased.seq`,
+    values: [subscription.id, request.leaseId, request.type, request.limit, subscription.max_attempts, request.leaseSeconds]
+  })
+  return { events: rows, leasedUntil: rows[0]?.leased_until ?? null }
+}
+
+// Only rows still held by the lease: an expired lease (possibly leased again since) no longer counts.
+const HELD_BY_LEASE = `subscription_id = $1 AND lease_id = $2 AND leased_until > now() AND state = 'pending'
+                       AND ($3::uuid[] IS NULL OR event_id = ANY($3::uuid[]))`
+
+/** Marks the lease's events acked; the floor passes them at the next compaction. */
+export async function acknowledgePending (db: Queryable, subscriptionId: string, leaseId: string, ids: string[] | null): Promise<string[]> {
+  const { rows } = await db.query<{ event_id: string }>({
+    name: 'subscription-ack',
+    text: `UPDATE subscription_events SET state = 'acked', lease_id = NULL, leased_until = NULL WHERE ${HELD_BY_LEASE} RETURNING event_id`,
+    values: [subscriptionId, leaseId, ids]
+  })
+  return rows.map((row) => row.event_id)
+}
+
+/** Ends the lease early: its events are available again, or dead-lettered when that was their last lease. */
+export async function releasePending (db: Queryable, subscriptionId: string, leaseId: string, ids: string[] | null, maxAttempts: number): Promise<Array<{ event_id: string, state: string }>> {
+  const { rows } = await db.query<{ event_id: string, state: string }>({
+    name: 'subscription-release',
+    text: `UPDATE subscription_events
+           SET lease_id = NULL, leased_until = NULL,
+               state = CASE WHEN attempts >= $4 THEN 'dead' ELSE 'pending' END,
+               dead_at = CASE WHEN attempts >= $4 THEN now() END
+           WHERE ${HELD_BY_LEASE} RETURNING event_id, state`,
+    values: [subscriptionId, leaseId, ids, maxAttempts]
+  })
+  return rows
+}
+
+export async function extendPending (db: Queryable, subscriptionId: string, leaseId: string, leaseSeconds: number): Promise<{ ids: string[], leasedUntil: Date | null }> {
+  const { rows } = await db.query<{ event_id: string, leased_until: Date }>({
+    name: 'subscription-extend',
+    text: `UPDATE subscription_events SET leased_until = now() + make_interval(secs => $4) WHERE ${HELD_BY_LEASE} RETURNING event_id, leased_until`,
+    values: [subscriptionId, leaseId, null, leaseSeconds]
+  })
+  return { ids: rows.map((row) => row.event_id), leasedUntil: rows[0]?.leased_until ?? null }
+}
+
+/** Moves floor and frontier to `to` (the row locked by the caller): leases end, dead letters stay. */
+export async function seekSubscription (client: Queryable, subscription: SubscriptionRow, to: StartPosition): Promise<SubscriptionRow> {
+  await client.query('DELETE FROM subscription_events WHERE subscription_id = $1 AND state <> \'dead\'', [subscription.id])
+  const { rows } = await client.query<SubscriptionRow>(
+    `WITH start AS (${START_POSITION})
+     UPDATE subscriptions SET floor_txid = start.txid, floor_seq = start.seq, frontier_txid = start.txid, frontier_seq = start.seq, updated_at = now()
+     FROM start WHERE id = $6
+     RETURNING ${COLUMNS}`,
+    [...startValues(subscription.organization_id, to), subscription.id])
+  return rows[0] ?? subscription
+}
+
+export interface DeadLetterRow {
+  event_id: string
+  type: string
+  payload: Record<string, unknown>
+  created_at: Date
+  attempts: number
+  dead_at: Date
+}
+
+export async function listDeadLetters (db: Queryable, subscriptionId: string, limit: number): Promise<DeadLetterRow[]> {
+  const { rows } = await db.query<DeadLetterRow>(
+    `SELECT se.event_id, e.type, e.payload, e.created_at, se.attempts, se.dead_at
+     FROM subscription_events se JOIN events e ON e.id = se.event_id AND e.created_at = se.event_created_at
+     WHERE se.subscription_id = $1 AND se.state = 'dead'
+     ORDER BY se.txid, se.seq LIMIT $2`,
+    [subscriptionId, limit])
+  return rows
+}
+
+/** Dead letters (all, or those listed) back to available with a fresh attempt budget; how many. */
+export async function redriveDeadLetters (db: Queryable, subscriptionId: string, ids: string[] | null): Promise<number> {
+  const { rowCount } = await db.query(
+    `UPDATE subscription_events SET state = 'pending', attempts = 0, dead_at = NULL
+     WHERE subscription_id = $1 AND state = 'dead' AND ($2::uuid[] IS NULL OR event_id = ANY($2::uuid[]))`,
+    [subscriptionId, ids])
+  return rowCount ?? 0
+}
+
+/** Retention: the pending rows of events older than `from`, whose partitions are being dropped. */
+export async function forgetExpiredSubscriptionEvents (client: Queryable, from: Date): Promise<void> {
+  await client.query('DELETE FROM subscription_events WHERE event_created_at < $1', [from])
+}

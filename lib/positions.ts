@@ -1,0 +1,43 @@
+import type { InboxPosition } from '../db/events.js'
+import { apiError } from './api-error.js'
+
+// Cursors are opaque to clients; inside they are a position "<txid>.<seq>", base64url-encoded.
+export const encodeCursor = (position: InboxPosition) => Buffer.from(`${position.txid}.${position.seq}`).toString('base64url')
+
+/** Before every event. */
+export const START: InboxPosition = { txid: '0', seq: '0' }
+const MAX_TXID = 2n ** 64n - 1n
+const MAX_SEQ = 2n ** 63n - 1n
+
+/** The position a cursor names; undefined when it is not one. */
+export function parseCursor (cursor: string): InboxPosition | undefined {
+  const match = /^(?:(\d{1,20})\.)?(\d{1,19})$/.exec(Buffer.from(cursor, 'base64url').toString())
+  // A bare seq is a cursor from before cursors held the transaction id: every event of that time has txid 0.
+  const txid = match?.[1] ?? '0'
+  const seq = match?.[2]
+  if (seq === undefined || BigInt(txid) > MAX_TXID || BigInt(seq) > MAX_SEQ) return undefined
+  return { txid: BigInt(txid).toString(), seq: BigInt(seq).toString() }
+}
+
+/** A cursor that does not parse or is out of range is the client's error. */
+export function decodeCursor (cursor: string | undefined): InboxPosition {
+  if (cursor === undefined) return START
+  const position = parseCursor(cursor)
+  if (position === undefined) throw apiError('badRequest', 'invalid_cursor', 'cursor is not a next_cursor value from this API')
+  return position
+}
+
+// The instants PostgreSQL's timestamptz and JavaScript's ISO strings both hold (PostgreSQL has no year 0000).
+const EARLIEST_INSTANT = Date.parse('0001-01-01T00:00:00Z')
+const LATEST_INSTANT = Date.parse('9999-12-31T23:59:59.999Z')
+
+/**
+ * An RFC 3339 date-time as the UTC instant it names; undefined for what PostgreSQL refuses although the date-time
+ * format lets it through (year 0000, offsets beyond 15:59, years past 9999 once the offset is applied).
+ */
+export function parseInstant (text: string): Date | undefined {
+  if (!/^\d{4}-\d{2}-\d{2}[T\s]/i.test(text)) return undefined
+  const time = Date.parse(text)
+  if (Number.isNaN(time) || time < EARLIEST_INSTANT || time > LATEST_INSTANT) return undefined
+  return new Date(time)
+}

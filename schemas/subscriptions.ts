@@ -1,0 +1,77 @@
+import { Type, type Static } from 'typebox'
+import { EventFields, EventId, EventTypes, Timestamp, Uuid } from './common.js'
+import { ref } from './ref.js'
+
+const Name = Type.String({ minLength: 1, maxLength: 200, pattern: '^[^\\u0000]*$' })
+const MaxInFlight = Type.Integer({ minimum: 1, maximum: 10000, description: 'Events leased and not yet acked at once, across all leases' })
+const MaxAttempts = Type.Integer({ minimum: 1, maximum: 1000, description: 'Leases of an event without an ack before it is dead-lettered' })
+const POSITIONS = '"now", "beginning", an RFC 3339 date-time (not before the oldest retained day), or a cursor (a next_cursor of GET /api/inbox, or a subscription\'s position)'
+const positionOptions = { minLength: 1, maxLength: 100 }
+
+export const SubscriptionParams = Type.Object({ id: Uuid })
+
+// Request bodies with defaults stay inline in the OpenAPI document (see schemas/leases.ts).
+export const CreateSubscriptionBody = Type.Object({
+  kind: Type.Literal('pull', { description: 'pull: consumers lease and ack (webhook subscriptions are /api/webhooks for now)' }),
+  name: Type.Optional(Name),
+  event_types: Type.Optional(EventTypes),
+  start: Type.String({ ...positionOptions, default: 'now', description: `Where the subscription starts: ${POSITIONS}` }),
+  max_in_flight: Type.Integer({ ...MaxInFlight, default: 1000 }),
+  max_attempts: Type.Integer({ ...MaxAttempts, default: 5 })
+}, { additionalProperties: false })
+export type CreateSubscriptionBody = Static<typeof CreateSubscriptionBody>
+
+export const UpdateSubscriptionBody = Type.Object({
+  name: Type.Optional(Type.Union([Name, Type.Null()])),
+  event_types: Type.Optional(EventTypes),
+  max_in_flight: Type.Optional(MaxInFlight),
+  max_attempts: Type.Optional(MaxAttempts),
+  paused: Type.Optional(Type.Boolean({ description: 'A paused subscription leases nothing and keeps its position' }))
+}, { $id: 'UpdateSubscriptionBody', additionalProperties: false, minProperties: 1 })
+
+export const PendingCounts = Type.Object({
+  in_flight: Type.Integer({ description: 'Leased and not yet acked' }),
+  available: Type.Integer({ description: 'Read from the log and not leased now (new, released, or whose lease expired)' }),
+  dead: Type.Integer({ description: 'Dead-lettered' })
+}, { $id: 'PendingCounts' })
+
+export const Subscription = Type.Object({
+  id: Uuid,
+  kind: Type.Literal('pull'),
+  name: Type.Union([Type.String(), Type.Null()]),
+  event_types: Type.Array(Type.String()),
+  max_in_flight: Type.Integer(),
+  max_attempts: Type.Integer(),
+  paused: Type.Boolean(),
+  position: Type.String({ description: 'The ack floor as a cursor: every matching event up to it is acked or dead-lettered' }),
+  pending: ref(PendingCounts),
+  created_at: Timestamp,
+  updated_at: Timestamp
+}, { $id: 'Subscription' })
+
+export const SubscriptionList = Type.Object({ subscriptions: Type.Array(ref(Subscription)) }, { $id: 'SubscriptionList' })
+
+export const SeekBody = Type.Object({
+  to: Type.String({ ...positionOptions, description: `Where to move the subscription: ${POSITIONS}` })
+}, { $id: 'SeekBody', additionalProperties: false })
+
+export const DeadLettersQuery = Type.Object({
+  limit: Type.Integer({ minimum: 1, maximum: 100, default: 50 })
+}, { additionalProperties: false })
+
+export const DeadLetter = Type.Object({
+  event_id: EventId,
+  type: EventFields.type,
+  payload: EventFields.payload,
+  created_at: Timestamp,
+  lease_count: Type.Integer({ description: 'Leases the event had without an ack' }),
+  dead_at: Timestamp
+}, { $id: 'DeadLetter' })
+
+export const DeadLetterList = Type.Object({ events: Type.Array(ref(DeadLetter)) }, { $id: 'DeadLetterList' })
+
+export const RedriveBody = Type.Object({
+  event_ids: Type.Optional(Type.Array(EventId, { minItems: 1, maxItems: 1000, description: 'Only these dead letters; all when absent' }))
+}, { $id: 'RedriveBody', additionalProperties: false })
+
+export const RedriveResult = Type.Object({ redriven: Type.Integer({ description: 'Dead letters made available again' }) }, { $id: 'RedriveResult' })
