@@ -54,8 +54,17 @@ export function toEventBody (row: EventRow): Event {
   }
 }
 
-export function toLeasedEventBody (row: LeasedEventRow) {
+function toLeasedEventBody (row: LeasedEventRow) {
   return { ...commonEventBody(row), status: 'pending' as const, delivery_status: row.delivery_status, lease_count: row.lease_count }
+}
+
+/** A lease call's answer: the lease id only when it leased something. */
+export function toLeaseBody (leaseId: string, { events, leasedUntil }: { events: LeasedEventRow[], leasedUntil: Date | null }) {
+  return {
+    lease_id: events.length > 0 ? leaseId : null,
+    leased_until: leasedUntil?.toISOString() ?? null,
+    events: events.map(toLeasedEventBody)
+  }
 }
 
 /**

@@ -1,4 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
+import { apiError } from '../api-error.js'
+import { createSlots } from '../slots.js'
 import type { EventArrivals } from '../wake-ups/event-arrivals.js'
 
 export interface LongPollOptions<T> {
@@ -43,4 +45,31 @@ export function watchClientGone (request: FastifyRequest, reply: FastifyReply): 
   // A client that left while its key was being looked up has already had its 'close'.
   if (request.raw.socket.destroyed) gone.abort()
   return { signal: gone.signal, dispose: () => { reply.raw.off('close', onClose) } }
+}
+
+/** What a lease call found: the events it leased, in order, and until when. */
+export interface LeaseFound<E> {
+  events: E[]
+  leasedUntil: Date | null
+}
+
+/**
+ * The lease calls' long polls (inbox and subscriptions): each organization may have `maxWaiting` of them waiting
+ * on this process per kind of call; `wait_seconds` 0 answers from one look without taking a slot.
+ */
+export function createLeasePolls (arrivals: LongPollOptions<unknown>['arrivals'], maxWaiting: number) {
+  const waiting = createSlots(maxWaiting)
+  return async function leaseWaiting<E> (request: FastifyRequest, reply: FastifyReply, organizationId: string, waitSeconds: number, look: () => Promise<LeaseFound<E>>): Promise<LeaseFound<E>> {
+    const release = waitSeconds > 0 ? waiting.acquire(organizationId) : () => {}
+    if (!release) {
+      throw apiError('tooManyRequests', 'too_many_long_polls', `At most ${maxWaiting} long polls (wait_seconds > 0) per organization may wait at once`)
+    }
+    const clientGone = watchClientGone(request, reply)
+    try {
+      return await longPoll({ arrivals, organizationId, waitMs: waitSeconds * 1000, clientGone: clientGone.signal, look, found: (leased) => leased.events.length > 0 })
+    } finally {
+      clientGone.dispose()
+      release()
+    }
+  }
 }

@@ -4,9 +4,8 @@ import {
   acknowledgeLeased, extendLease, leaseEvents, quarantineExhausted, releaseLeased
 } from '../../../db/events.js'
 import { apiError } from '../../../lib/api-error.js'
-import { normalizeIds, toLeasedEventBody } from '../../../lib/events.js'
-import { longPoll, watchClientGone } from '../../../lib/inbox/long-poll.js'
-import { createSlots } from '../../../lib/slots.js'
+import { normalizeIds, toLeaseBody } from '../../../lib/events.js'
+import { createLeasePolls } from '../../../lib/inbox/long-poll.js'
 import { organizationOf } from '../../../plugins/app/auth.js'
 import { errorResponses } from '../../../schemas/errors.js'
 import { ExtendBody, ExtendResult, Lease, LeaseAckResult, LeaseBody, LeaseEventsBody, ReleaseResult } from '../../../schemas/leases.js'
@@ -21,7 +20,7 @@ const requestedIds = (ids: string[] | undefined) => ids === undefined ? null : n
  */
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   const { INBOX_MAX_LEASES: maxLeases, INBOX_LONG_POLLS_PER_ORGANIZATION: maxLongPolls } = fastify.config
-  const longPolls = createSlots(maxLongPolls)
+  const leaseWaiting = createLeasePolls(fastify.wakeUps, maxLongPolls)
 
   fastify.post('/inbox/lease', {
     // A long poll waits for up to 20 s: it is not counted among the requests in progress (OVERLOAD_MAX_IN_FLIGHT).
@@ -36,33 +35,12 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   }, async (request, reply) => {
     const organization = organizationOf(request)
     const { limit, lease_seconds: leaseSeconds, wait_seconds: waitSeconds, type } = request.body
-    const release = waitSeconds > 0 ? longPolls.acquire(organization.id) : () => {}
-    if (!release) {
-      throw apiError('tooManyRequests', 'too_many_long_polls', `At most ${maxLongPolls} long polls (wait_seconds > 0) per organization may wait at once`)
-    }
     const leaseRequest = { leaseId: randomUUID(), limit, leaseSeconds, type: type ?? null, maxLeases }
-    const clientGone = watchClientGone(request, reply)
-    try {
-      const { events, leasedUntil } = await longPoll({
-        arrivals: fastify.wakeUps,
-        organizationId: organization.id,
-        waitMs: waitSeconds * 1000,
-        clientGone: clientGone.signal,
-        look: async () => {
-          await quarantineExhausted(fastify.pg, organization.id, maxLeases)
-          return await leaseEvents(fastify.pg, organization.id, leaseRequest)
-        },
-        found: (leased) => leased.events.length > 0
-      })
-      return {
-        lease_id: events.length > 0 ? leaseRequest.leaseId : null,
-        leased_until: leasedUntil?.toISOString() ?? null,
-        events: events.map(toLeasedEventBody)
-      }
-    } finally {
-      clientGone.dispose()
-      release()
-    }
+    const found = await leaseWaiting(request, reply, organization.id, waitSeconds, async () => {
+      await quarantineExhausted(fastify.pg, organization.id, maxLeases)
+      return await leaseEvents(fastify.pg, organization.id, leaseRequest)
+    })
+    return toLeaseBody(leaseRequest.leaseId, found)
   })
 
   fastify.post('/inbox/ack', {

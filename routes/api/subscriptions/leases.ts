@@ -2,9 +2,8 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { randomUUID } from 'node:crypto'
 import { acknowledgePending, extendPending, findSubscription, releasePending, type SubscriptionRow } from '../../../db/subscriptions.js'
 import { apiError } from '../../../lib/api-error.js'
-import { normalizeIds, toLeasedEventBody } from '../../../lib/events.js'
-import { longPoll, watchClientGone } from '../../../lib/inbox/long-poll.js'
-import { createSlots } from '../../../lib/slots.js'
+import { normalizeIds, toLeaseBody } from '../../../lib/events.js'
+import { createLeasePolls } from '../../../lib/inbox/long-poll.js'
 import { currentSubscription, leaseFromSubscription, subscriptionNotFound } from '../../../lib/subscriptions.js'
 import { organizationOf } from '../../../plugins/app/auth.js'
 import { errorResponses } from '../../../schemas/errors.js'
@@ -21,7 +20,7 @@ const requestedIds = (ids: string[] | undefined) => ids === undefined ? null : n
  */
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   const { INBOX_LONG_POLLS_PER_ORGANIZATION: maxLongPolls } = fastify.config
-  const longPolls = createSlots(maxLongPolls)
+  const leaseWaiting = createLeasePolls(fastify.wakeUps, maxLongPolls)
 
   const subscriptionOf = async (organizationId: string, id: string): Promise<SubscriptionRow> => {
     const found = await findSubscription(fastify.pg, organizationId, id)
@@ -42,30 +41,10 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   }, async (request, reply) => {
     const organizationId = organizationOf(request).id
     const { limit, lease_seconds: leaseSeconds, wait_seconds: waitSeconds, type } = request.body
-    const release = waitSeconds > 0 ? longPolls.acquire(organizationId) : () => {}
-    if (!release) {
-      throw apiError('tooManyRequests', 'too_many_long_polls', `At most ${maxLongPolls} long polls (wait_seconds > 0) per organization may wait at once`)
-    }
-    const leaseRequest = { leaseId: randomUUID(), limit, leaseSeconds, type: type ?? null }
-    const clientGone = watchClientGone(request, reply)
-    try {
-      const { events, leasedUntil } = await longPoll({
-        arrivals: fastify.wakeUps,
-        organizationId,
-        waitMs: waitSeconds * 1000,
-        clientGone: clientGone.signal,
-        look: () => leaseFromSubscription(fastify.pg.pool, organizationId, request.params.id, leaseRequest),
-        found: (leased) => leased.events.length > 0
-      })
-      return {
-        lease_id: events.length > 0 ? leaseRequest.leaseId : null,
-        leased_until: leasedUntil?.toISOString() ?? null,
-        events: events.map(toLeasedEventBody)
-      }
-    } finally {
-      clientGone.dispose()
-      release()
-    }
+    const leaseId = randomUUID()
+    const found = await leaseWaiting(request, reply, organizationId, waitSeconds, () =>
+      leaseFromSubscription(fastify.pg.pool, organizationId, request.params.id, { leaseId, limit, leaseSeconds, type: type ?? null }))
+    return toLeaseBody(leaseId, found)
   })
 
   fastify.post('/subscriptions/:id/ack', {
