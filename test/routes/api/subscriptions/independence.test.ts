@@ -1,26 +1,11 @@
 import t from 'tap'
-import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
+import type { FastifyInstance } from 'fastify'
 import { buildTestApp, checkedOutAfterSettling, createOrganization, sendEvent, type TestOrganization } from '../../../support/helpers.js'
+import {
+  ack, createSubscription, idsOf, lease, NIL_LEASE, request, sendEvents, take,
+  type Lease, type Subscription
+} from '../../../support/subscriptions.js'
 import { waitFor } from '../../../support/webhooks.js'
-
-interface Subscription {
-  id: string
-  position: string
-  paused: boolean
-  pending: { in_flight: number, available: number, dead: number }
-}
-
-interface LeasedEvent {
-  event_id: string
-  type: string
-  lease_count: number
-}
-
-interface Lease {
-  lease_id: string | null
-  leased_until: string | null
-  events: LeasedEvent[]
-}
 
 interface InboxPage {
   events: Array<{ event_id: string, status: string }>
@@ -28,44 +13,10 @@ interface InboxPage {
   has_more: boolean
 }
 
-function request (app: FastifyInstance, organization: TestOrganization, method: 'GET' | 'POST' | 'PATCH', url: string, payload?: object): Promise<LightMyRequestResponse> {
-  return app.inject({ method, url, headers: organization.headers, ...(payload === undefined ? {} : { payload }) })
-}
-
-async function createSubscription (app: FastifyInstance, organization: TestOrganization, body: object = {}): Promise<Subscription> {
-  const response = await request(app, organization, 'POST', '/api/subscriptions', { kind: 'pull', ...body })
-  if (response.statusCode !== 201) throw new Error(`subscription creation answered ${response.statusCode}: ${response.body}`)
-  return response.json<Subscription>()
-}
-
-async function lease (app: FastifyInstance, organization: TestOrganization, id: string, body: object = {}): Promise<Lease> {
-  const response = await request(app, organization, 'POST', `/api/subscriptions/${id}/lease`, body)
-  if (response.statusCode !== 200) throw new Error(`lease answered ${response.statusCode}: ${response.body}`)
-  return response.json<Lease>()
-}
-
-async function ack (app: FastifyInstance, organization: TestOrganization, id: string, leaseId: string): Promise<string[]> {
-  const response = await request(app, organization, 'POST', `/api/subscriptions/${id}/ack`, { lease_id: leaseId })
-  if (response.statusCode !== 200) throw new Error(`ack answered ${response.statusCode}: ${response.body}`)
-  return response.json<{ acknowledged: string[] }>().acknowledged
-}
-
 async function patch (app: FastifyInstance, organization: TestOrganization, id: string, body: object): Promise<Subscription> {
   const response = await request(app, organization, 'PATCH', `/api/subscriptions/${id}`, body)
   if (response.statusCode !== 200) throw new Error(`PATCH answered ${response.statusCode}: ${response.body}`)
   return response.json<Subscription>()
-}
-
-/** Sends the events in batches of up to 100, one per type given; their ids in order. */
-async function sendEvents (app: FastifyInstance, organization: TestOrganization, types: string[]): Promise<string[]> {
-  const ids: string[] = []
-  for (let start = 0; start < types.length; start += 100) {
-    const events = types.slice(start, start + 100).map((type, i) => ({ type, payload: { n: start + i } }))
-    const response = await request(app, organization, 'POST', '/api/events/batch', { events })
-    if (response.statusCode >= 300) throw new Error(`batch answered ${response.statusCode}: ${response.body}`)
-    ids.push(...response.json<{ results: Array<{ event_id: string }> }>().results.map((result) => result.event_id))
-  }
-  return ids
 }
 
 /** Every event of the organization's inbox in its cursor order: with status=all, or only those still pending. */
@@ -103,30 +54,14 @@ async function consume (app: FastifyInstance, organization: TestOrganization, id
     while (!enough(consumed)) {
       const leased = await lease(app, organization, id, { limit: 20, lease_seconds: 600, wait_seconds: 1 })
       if (leased.lease_id === null) continue
-      consumed.received.push(...leased.events.map((event) => event.event_id))
+      consumed.received.push(...idsOf(leased))
       consumed.releasedAgain += leased.events.filter((event) => event.lease_count !== 1).length
-      const acknowledged = await ack(app, organization, id, leased.lease_id)
+      const { acknowledged } = await ack(app, organization, id, { lease_id: leased.lease_id })
       if (acknowledged.length !== leased.events.length) consumed.shortAcks++
     }
   }
   await Promise.all(Array.from({ length: consumers }, consumer))
   return consumed
-}
-
-/** Leases and acks until `count` events came, then leases once more (an event too many shows); what came, in order. */
-async function take (app: FastifyInstance, organization: TestOrganization, id: string, count: number): Promise<string[]> {
-  const seen: string[] = []
-  await waitFor(`${count} events from the subscription`, async () => {
-    while (seen.length < count) {
-      const leased = await lease(app, organization, id, { limit: 100 })
-      if (leased.lease_id === null) return false
-      seen.push(...leased.events.map((event) => event.event_id))
-      await ack(app, organization, id, leased.lease_id)
-    }
-    return true
-  })
-  seen.push(...(await lease(app, organization, id, { limit: 100 })).events.map((event) => event.event_id))
-  return seen
 }
 
 const TYPES = ['order.created', 'user.created', 'order.paid', 'invoice.paid', 'user.deleted']
@@ -167,7 +102,7 @@ t.test('two subscriptions with different filters each get every matching event e
     t.same(new Set(consumed.received), new Set(expected), `${name}: every matching event, and no other`)
     t.equal(consumed.releasedAgain, 0, `${name}: every event on its first lease`)
     t.equal(consumed.shortAcks, 0, `${name}: every ack acknowledged its whole lease`)
-    t.same(await lease(app, organization, id), { lease_id: null, leased_until: null, events: [] }, `${name}: nothing left`)
+    t.same(await lease(app, organization, id), NIL_LEASE, `${name}: nothing left`)
   }
 
   t.same(new Set(await inbox(app, organization, 'pending')), new Set(accepted.map((event) => event.id)), 'the inbox still has every event pending')
@@ -218,7 +153,7 @@ t.test('seek back to "beginning" hands out acked events again, to that subscript
   const sought = await request(app, organization, 'POST', `/api/subscriptions/${rewound.id}/seek`, { to: 'beginning' })
   t.equal(sought.statusCode, 200)
   t.same(await take(app, organization, rewound.id, 60), sent, 'every acked event again, in order')
-  t.same(await lease(app, organization, other.id), { lease_id: null, leased_until: null, events: [] }, 'the other subscription is not moved')
+  t.same(await lease(app, organization, other.id), NIL_LEASE, 'the other subscription is not moved')
   t.equal(await checkedOutAfterSettling(app), 0, 'no pool client checked out')
 })
 

@@ -1,122 +1,18 @@
 import t from 'tap'
 import { randomUUID } from 'node:crypto'
-import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
+import type { FastifyInstance } from 'fastify'
 import { buildTestApp, checkedOutAfterSettling, createOrganization, type TestOrganization } from '../../../support/helpers.js'
-import { waitFor } from '../../../support/webhooks.js'
+import {
+  ack, createSubscription, getSubscription, idsOf, lease, leaseSome, NIL_LEASE, request, sendEvents, take, times,
+  type ErrorBody, type Subscription
+} from '../../../support/subscriptions.js'
 
-interface Subscription {
-  id: string
-  kind: string
-  name: string | null
-  event_types: string[]
-  max_in_flight: number
-  max_attempts: number
-  paused: boolean
-  position: string
-  pending: { in_flight: number, available: number, dead: number }
-  created_at: string
-  updated_at: string
-}
-
-interface LeasedEvent {
-  event_id: string
-  type: string
-  lease_count: number
-}
-
-interface Lease {
-  lease_id: string | null
-  leased_until: string | null
-  events: LeasedEvent[]
-}
-
-interface ErrorBody {
-  code: string
-  message: string
-}
-
-function request (app: FastifyInstance, organization: TestOrganization, method: 'GET' | 'POST' | 'PATCH' | 'DELETE', url: string, payload?: object): Promise<LightMyRequestResponse> {
-  return app.inject({ method, url, headers: organization.headers, ...(payload === undefined ? {} : { payload }) })
-}
-
-async function createSubscription (app: FastifyInstance, organization: TestOrganization, body: object = {}): Promise<Subscription> {
-  const response = await request(app, organization, 'POST', '/api/subscriptions', { kind: 'pull', ...body })
-  if (response.statusCode !== 201) throw new Error(`subscription creation answered ${response.statusCode}: ${response.body}`)
-  return response.json<Subscription>()
-}
-
-async function getSubscription (app: FastifyInstance, organization: TestOrganization, id: string): Promise<Subscription> {
-  const response = await request(app, organization, 'GET', `/api/subscriptions/${id}`)
-  if (response.statusCode !== 200) throw new Error(`GET subscription answered ${response.statusCode}: ${response.body}`)
-  return response.json<Subscription>()
-}
-
-async function lease (app: FastifyInstance, organization: TestOrganization, id: string, body: object = {}): Promise<Lease> {
-  const response = await request(app, organization, 'POST', `/api/subscriptions/${id}/lease`, body)
-  if (response.statusCode !== 200) throw new Error(`lease answered ${response.statusCode}: ${response.body}`)
-  return response.json<Lease>()
-}
-
-async function ack (app: FastifyInstance, organization: TestOrganization, id: string, body: object): Promise<{ acknowledged: string[], not_found: string[] }> {
-  const response = await request(app, organization, 'POST', `/api/subscriptions/${id}/ack`, body)
-  if (response.statusCode !== 200) throw new Error(`ack answered ${response.statusCode}: ${response.body}`)
-  return response.json()
-}
-
+/** Moves the subscription to `to`; throws unless it is 200. */
 async function seek (app: FastifyInstance, organization: TestOrganization, id: string, to: string): Promise<Subscription> {
   const response = await request(app, organization, 'POST', `/api/subscriptions/${id}/seek`, { to })
   if (response.statusCode !== 200) throw new Error(`seek answered ${response.statusCode}: ${response.body}`)
   return response.json<Subscription>()
 }
-
-/** Sends the events in batches of up to 100, one per type given; their ids in order. */
-async function sendEvents (app: FastifyInstance, organization: TestOrganization, types: string[]): Promise<string[]> {
-  const ids: string[] = []
-  for (let start = 0; start < types.length; start += 100) {
-    const events = types.slice(start, start + 100).map((type, i) => ({ type, payload: { n: start + i } }))
-    const response = await request(app, organization, 'POST', '/api/events/batch', { events })
-    if (response.statusCode >= 300) throw new Error(`batch answered ${response.statusCode}: ${response.body}`)
-    ids.push(...response.json<{ results: Array<{ event_id: string }> }>().results.map((result) => result.event_id))
-  }
-  return ids
-}
-
-const times = (count: number, type = 'sub.test') => Array.from({ length: count }, () => type)
-const idsOf = (leased: Lease) => leased.events.map((event) => event.event_id)
-const NIL_LEASE: Lease = { lease_id: null, leased_until: null, events: [] }
-
-/**
- * Leases and acks, 100 at a time, until `count` events came, then leases once more; what came, in order. A
- * subscription reads new events only once every transaction older than theirs has ended on the server (as the
- * inbox's cursors do), so an empty lease while another test holds a transaction open means "not yet", not "none".
- */
-async function take (app: FastifyInstance, organization: TestOrganization, id: string, count: number): Promise<string[]> {
-  const seen: string[] = []
-  await waitFor(`${count} events from the subscription`, async () => {
-    while (seen.length < count) {
-      const leased = await lease(app, organization, id, { limit: 100 })
-      if (leased.lease_id === null) return false
-      seen.push(...idsOf(leased))
-      await ack(app, organization, id, { lease_id: leased.lease_id })
-    }
-    return true
-  })
-  // One look more: anything it hands out is an event too many, and shows in the caller's comparison.
-  const extra = await lease(app, organization, id, { limit: 100 })
-  seen.push(...idsOf(extra))
-  return seen
-}
-
-/** Leases until the subscription hands something out (see take). */
-async function leaseSome (app: FastifyInstance, organization: TestOrganization, id: string, body: object = {}): Promise<Lease> {
-  let leased: Lease = NIL_LEASE
-  await waitFor('a lease with events', async () => {
-    leased = await lease(app, organization, id, body)
-    return leased.lease_id !== null
-  })
-  return leased
-}
-
 
 t.test('a pull subscription is created with its defaults, read, listed in creation order, changed and deleted', async (t) => {
   const app = await buildTestApp(t)

@@ -1,27 +1,11 @@
 import t from 'tap'
-import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
+import type { FastifyInstance } from 'fastify'
 import { buildTestApp, checkedOutAfterSettling, createOrganization, type Teardown, type TestOrganization } from '../../../support/helpers.js'
+import {
+  ack, createSubscription, getSubscription, idsOf, lease, leaseSome, NIL_LEASE, request, sendEvents, times,
+  type ErrorBody, type Subscription
+} from '../../../support/subscriptions.js'
 import { waitFor } from '../../../support/webhooks.js'
-
-interface Subscription {
-  id: string
-  position: string
-  paused: boolean
-  pending: { in_flight: number, available: number, dead: number }
-}
-
-interface LeasedEvent {
-  event_id: string
-  type: string
-  payload: Record<string, unknown>
-  lease_count: number
-}
-
-interface Lease {
-  lease_id: string | null
-  leased_until: string | null
-  events: LeasedEvent[]
-}
 
 interface DeadLetter {
   event_id: string
@@ -32,41 +16,12 @@ interface DeadLetter {
   dead_at: string
 }
 
-interface ErrorBody {
-  code: string
-  message: string
-}
-
-function request (app: FastifyInstance, organization: TestOrganization, method: 'GET' | 'POST' | 'PATCH', url: string, payload?: object): Promise<LightMyRequestResponse> {
-  return app.inject({ method, url, headers: organization.headers, ...(payload === undefined ? {} : { payload }) })
-}
-
-async function createSubscription (app: FastifyInstance, organization: TestOrganization, body: object = {}): Promise<Subscription> {
-  const response = await request(app, organization, 'POST', '/api/subscriptions', { kind: 'pull', ...body })
-  if (response.statusCode !== 201) throw new Error(`subscription creation answered ${response.statusCode}: ${response.body}`)
-  return response.json<Subscription>()
-}
-
-async function getSubscription (app: FastifyInstance, organization: TestOrganization, id: string): Promise<Subscription> {
-  const response = await request(app, organization, 'GET', `/api/subscriptions/${id}`)
-  if (response.statusCode !== 200) throw new Error(`GET subscription answered ${response.statusCode}: ${response.body}`)
-  return response.json<Subscription>()
-}
-
-async function lease (app: FastifyInstance, organization: TestOrganization, id: string, body: object = {}): Promise<Lease> {
-  const response = await request(app, organization, 'POST', `/api/subscriptions/${id}/lease`, body)
-  if (response.statusCode !== 200) throw new Error(`lease answered ${response.statusCode}: ${response.body}`)
-  return response.json<Lease>()
-}
-
 async function post<T> (app: FastifyInstance, organization: TestOrganization, url: string, payload: object): Promise<T> {
   const response = await request(app, organization, 'POST', url, payload)
   if (response.statusCode !== 200) throw new Error(`${url} answered ${response.statusCode}: ${response.body}`)
   return response.json<T>()
 }
 
-const ack = (app: FastifyInstance, organization: TestOrganization, id: string, body: object) =>
-  post<{ acknowledged: string[], not_found: string[] }>(app, organization, `/api/subscriptions/${id}/ack`, body)
 const release = (app: FastifyInstance, organization: TestOrganization, id: string, body: object) =>
   post<{ released: string[] }>(app, organization, `/api/subscriptions/${id}/release`, body)
 
@@ -74,36 +29,6 @@ async function deadLetters (app: FastifyInstance, organization: TestOrganization
   const response = await request(app, organization, 'GET', `/api/subscriptions/${id}/dead-letters${query}`)
   if (response.statusCode !== 200) throw new Error(`dead letters answered ${response.statusCode}: ${response.body}`)
   return response.json<{ events: DeadLetter[] }>().events
-}
-
-/** Sends the events in batches of up to 100, one per type given; their ids in order. */
-async function sendEvents (app: FastifyInstance, organization: TestOrganization, types: string[]): Promise<string[]> {
-  const ids: string[] = []
-  for (let start = 0; start < types.length; start += 100) {
-    const events = types.slice(start, start + 100).map((type, i) => ({ type, payload: { n: start + i } }))
-    const response = await request(app, organization, 'POST', '/api/events/batch', { events })
-    if (response.statusCode >= 300) throw new Error(`batch answered ${response.statusCode}: ${response.body}`)
-    ids.push(...response.json<{ results: Array<{ event_id: string }> }>().results.map((result) => result.event_id))
-  }
-  return ids
-}
-
-const times = (count: number, type = 'lease.test') => Array.from({ length: count }, () => type)
-const idsOf = (leased: Lease) => leased.events.map((event) => event.event_id)
-const NIL_LEASE: Lease = { lease_id: null, leased_until: null, events: [] }
-
-/**
- * Leases until the subscription hands something out; that lease. For events whose lease ran out, and for new
- * events: a subscription reads them only once every transaction older than theirs has ended on the server (as the
- * inbox's cursors do), so an empty lease while another test holds a transaction open means "not yet".
- */
-async function leaseSome (app: FastifyInstance, organization: TestOrganization, id: string, body: object = {}): Promise<Lease> {
-  let leased: Lease = NIL_LEASE
-  await waitFor('a lease with events', async () => {
-    leased = await lease(app, organization, id, body)
-    return leased.lease_id !== null
-  })
-  return leased
 }
 
 t.test('a lease hands out the matching events oldest first, each to one lease, in the inbox\'s lease format', async (t) => {
