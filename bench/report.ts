@@ -114,6 +114,13 @@ function ratio (numerator: ScenarioResult | undefined, denominator: ScenarioResu
   return numerator[field] / denominator[field]
 }
 
+/** subscription-drain's events leased and acked per second against the same run's single-event ingest requests/s. */
+function subscriptionDrainRatio (report: Report): number | undefined {
+  const drain = scenario(report, 'subscription-drain')
+  const ingest = scenario(report, 'ingest')
+  return drain && ingest && ingest.requestsPerSecond > 0 ? drain.eventsPerSecond / ingest.requestsPerSecond : undefined
+}
+
 // Below this, growth over the soak's second half is noise (one GC cycle more or less).
 const FLAT_MB = 10
 
@@ -132,6 +139,7 @@ function targets (report: Report): string[] {
   const duplicates = ratio(scenario(report, 'duplicates'), ingest, 'requestsPerSecond')
   const webhooks = ratio(scenario(report, 'ingest+webhooks'), ingest)
   const batch = scenario(report, 'batch')
+  const subscriptionDrain = subscriptionDrainRatio(report)
   const peak = Math.max(...report.scenarios.flatMap((result) => result.peakRssMb === undefined ? [] : [result.peakRssMb]), report.soak?.peakMb ?? 0)
   // Caches fill and the heap settles during the first half; growth in the second half would be a leak.
   const growth = report.soak ? secondHalfGrowthMb(report.soak) : undefined
@@ -142,6 +150,8 @@ function targets (report: Report): string[] {
     line('duplicates ≥ 2× ingest (requests/s)', duplicates === undefined ? undefined : duplicates >= 2, duplicates === undefined ? 'n/a' : `${fixed(duplicates, 2)}×`),
     line('ingest+webhooks ≥ 0.8× ingest', webhooks === undefined ? undefined : webhooks >= 0.8, webhooks === undefined ? 'n/a' : `${fixed(webhooks, 2)}×`),
     line('batch ≥ 25 000 events/s', batch && batch.eventsPerSecond >= 25_000, batch ? `${fixed(batch.eventsPerSecond)} events/s` : 'n/a'),
+    line('subscription-drain events/s ÷ ingest requests/s ≥ 1.0', subscriptionDrain === undefined ? undefined : subscriptionDrain >= 1,
+      subscriptionDrain === undefined ? 'n/a' : `${fixed(subscriptionDrain, 2)}×`),
     line('server RSS < 250 MB', peak > 0 ? peak < 250 : undefined, peak > 0 ? `peak ${fixed(peak)} MB` : 'n/a'),
     line('RSS flat over the soak', growth === undefined ? undefined : growth < FLAT_MB, growth === undefined ? 'not run' : `${fixed(growth, 1)} MB over its second half`)
   ]
@@ -159,6 +169,10 @@ function ingestSection (report: Report): string[] {
     '',
     `ingest / raw = ${ingestRaw === undefined ? 'n/a' : fixed(ingestRaw, 2)}`
   ]
+  const subscriptionDrain = subscriptionDrainRatio(report)
+  if (scenario(report, 'subscription-drain')) {
+    lines.push(`subscription-drain events/s ÷ ingest requests/s = ${subscriptionDrain === undefined ? 'n/a (ingest not run)' : fixed(subscriptionDrain, 2)}`)
+  }
   if (report.soak) {
     const { soak } = report
     lines.push('', `Soak: ingest for ${soak.seconds} s at ${fixed(soak.requestsPerSecond)} requests/s; server RSS ${fixed(soak.startMb)} MB after 10 s, ` +
