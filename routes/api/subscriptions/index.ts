@@ -92,7 +92,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       operationId: 'deleteSubscription',
       summary: 'Delete a subscription and its state',
       params: SubscriptionParams,
-      response: { 204: Type.Null({ description: 'Deleted' }), ...errorResponses(400, 401, 404, 429, 503) }
+      response: { 204: Type.Null({ description: 'Deleted' }), ...errorResponses(400, 401, 404, 413, 415, 429, 503) }
     }
   }, async (request, reply) => {
     if (!await deleteSubscription(fastify.pg, organizationOf(request).id, request.params.id)) throw subscriptionNotFound(request.params.id)
