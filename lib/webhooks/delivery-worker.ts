@@ -55,6 +55,8 @@ const RECORD_TRIES = 3
 const DUE_MARGIN_MS = 5
 // A claim that failed (database restarting, pool exhausted) is tried again this soon, not at the next poll.
 const CLAIM_RETRY_MS = 500
+// How long after a due time the worker looks for it once more.
+const SECOND_LOOK_MS = 1000
 // An attempt that says nothing about the endpoint (not sent).
 const NO_SIGNAL: EndpointSignal = { succeeded: false, congested: false, retryAfterSeconds: undefined }
 const retryableRecordError = (error: unknown) => ['40P01', '40001'].includes((error as { code?: string } | null)?.code ?? '')
@@ -155,9 +157,16 @@ export class DeliveryWorker {
     return Math.max(1, Math.min(this.options.pollIntervalMs, ...this.dueTimes.map((time) => time + DUE_MARGIN_MS - now)))
   }
 
-  /** Remembers a due time that comes before the next poll (later ones the poll finds). */
+  /**
+   * Remembers a due time that comes before the next poll (later ones the poll finds), and a second look
+   * SECOND_LOOK_MS after it: the look at the due time can miss its delivery (its row locked by a recording still
+   * in flight, which the claim skips; its endpoint's window full then), and with a long poll interval nothing
+   * else would look again soon.
+   */
   private dueAt (time: number): void {
-    if (time - Date.now() < this.options.pollIntervalMs) this.dueTimes.push(time)
+    for (const look of [time, time + SECOND_LOOK_MS]) {
+      if (look - Date.now() < this.options.pollIntervalMs) this.dueTimes.push(look)
+    }
   }
 
   /** Claims what the worker and its endpoints have room for and starts sending; true when it filled that room. */
