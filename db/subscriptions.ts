@@ -7,6 +7,8 @@ export interface SubscriptionFields {
   event_types: string[]
   max_in_flight: number
   max_attempts: number
+  /** Events handed out per second at most (a token bucket of one second's worth); null: no cap. */
+  rate_limit_per_second: number | null
 }
 
 export interface SubscriptionRow extends SubscriptionFields {
@@ -29,7 +31,7 @@ export type StartPosition =
   | { kind: 'time', at: Date }
   | { kind: 'cursor', position: InboxPosition }
 
-const COLUMNS = `id, organization_id, kind, name, event_types, max_in_flight, max_attempts, paused,
+const COLUMNS = `id, organization_id, kind, name, event_types, max_in_flight, max_attempts, rate_limit_per_second, paused,
                  floor_txid, floor_seq, frontier_txid, frontier_seq, created_at, updated_at`
 
 /**
@@ -66,11 +68,12 @@ export async function insertSubscriptionWithinLimit (client: Queryable, organiza
   await client.query('SELECT 1 FROM organizations WHERE id = $1 FOR NO KEY UPDATE', [organizationId])
   const { rows } = await client.query<SubscriptionRow>(
     `WITH start AS (${START_POSITION})
-     INSERT INTO subscriptions (organization_id, kind, name, event_types, max_in_flight, max_attempts, floor_txid, floor_seq, frontier_txid, frontier_seq)
-     SELECT $1, 'pull', $6, $7, $8, $9, start.txid, start.seq, start.txid, start.seq FROM start
+     INSERT INTO subscriptions (organization_id, kind, name, event_types, max_in_flight, max_attempts, rate_limit_per_second,
+                                floor_txid, floor_seq, frontier_txid, frontier_seq)
+     SELECT $1, 'pull', $6, $7, $8, $9, $11, start.txid, start.seq, start.txid, start.seq FROM start
      WHERE (SELECT count(*) FROM subscriptions WHERE organization_id = $1) < $10
      RETURNING ${COLUMNS}`,
-    [...startValues(organizationId, start), fields.name, fields.event_types, fields.max_in_flight, fields.max_attempts, max])
+    [...startValues(organizationId, start), fields.name, fields.event_types, fields.max_in_flight, fields.max_attempts, max, fields.rate_limit_per_second])
   return rows[0]
 }
 
@@ -93,11 +96,16 @@ export async function updateSubscription (db: Queryable, organizationId: string,
        max_in_flight = coalesce($6, max_in_flight),
        max_attempts = coalesce($7, max_attempts),
        paused = coalesce($8, paused),
+       rate_limit_per_second = CASE WHEN $9 THEN $10 ELSE rate_limit_per_second END,
+       -- A cap set or changed starts with an empty bucket, as a new subscription's does.
+       rate_tokens = CASE WHEN $9 THEN 0 ELSE rate_tokens END,
+       rate_refilled_at = CASE WHEN $9 THEN clock_timestamp() ELSE rate_refilled_at END,
        updated_at = now()
      WHERE organization_id = $1 AND id = $2
      RETURNING ${COLUMNS}`,
     [organizationId, id, changes.name !== undefined, changes.name ?? null, changes.event_types ?? null,
-      changes.max_in_flight ?? null, changes.max_attempts ?? null, changes.paused ?? null])
+      changes.max_in_flight ?? null, changes.max_attempts ?? null, changes.paused ?? null,
+      changes.rate_limit_per_second !== undefined, changes.rate_limit_per_second ?? null])
   return rows[0]
 }
 
@@ -140,11 +148,13 @@ export async function compactSubscription (client: Queryable, subscription: Subs
   const { rows } = await client.query<{ floor_txid: string, floor_seq: string }>({
     name: 'advance-ack-floor',
     // Only pending rows above the floor hold it back: redriven dead letters below it are leased from the pending set.
+    // Nor can it pass the frontier: a replay may have added pending rows beyond it, which the live read reaches later.
     text: `UPDATE subscriptions s SET (floor_txid, floor_seq) = (
              SELECT coalesce(open.txid, s.frontier_txid), coalesce(open.seq - 1, s.frontier_seq)
              FROM (SELECT 1) one LEFT JOIN LATERAL (
                SELECT txid, seq FROM subscription_events
                WHERE subscription_id = s.id AND state = 'pending' AND (txid, seq) > (s.floor_txid, s.floor_seq)
+                 AND (txid, seq) <= (s.frontier_txid, s.frontier_seq)
                ORDER BY txid, seq LIMIT 1
              ) open ON true)
            WHERE s.id = $1
@@ -201,6 +211,28 @@ export async function readAhead (client: Queryable, subscription: SubscriptionRo
     read: frontier.read,
     ofType: frontier.of_type
   }
+}
+
+/**
+ * Refills the subscription's rate bucket up to now (its row locked by the caller) and returns the tokens it holds:
+ * one second's worth at most, refilled at rate_limit_per_second. Null when the subscription has no cap.
+ */
+export async function refillRateTokens (client: Queryable, subscriptionId: string): Promise<number | null> {
+  const { rows } = await client.query<{ rate_tokens: number }>({
+    name: 'refill-rate-tokens',
+    text: `UPDATE subscriptions
+           SET rate_tokens = least(rate_limit_per_second, rate_tokens + extract(epoch FROM clock_timestamp() - rate_refilled_at)::float8 * rate_limit_per_second),
+               rate_refilled_at = clock_timestamp()
+           WHERE id = $1 AND rate_limit_per_second IS NOT NULL
+           RETURNING rate_tokens`,
+    values: [subscriptionId]
+  })
+  return rows[0]?.rate_tokens ?? null
+}
+
+/** Takes one token per event handed out. */
+export async function spendRateTokens (client: Queryable, subscriptionId: string, count: number): Promise<void> {
+  await client.query({ name: 'spend-rate-tokens', text: 'UPDATE subscriptions SET rate_tokens = rate_tokens - $2 WHERE id = $1', values: [subscriptionId, count] })
 }
 
 /** Pending rows under an unexpired lease, and the expired or released ones a lease may take (in all, and of `type`). */

@@ -53,6 +53,8 @@ export const ConfigSchema = Type.Object({
   INBOX_STREAMS_PER_ORGANIZATION: Type.Integer({ minimum: 1, maximum: 100000, default: 100, description: 'open event streams per organization, per process' }),
   INBOX_LONG_POLLS_PER_ORGANIZATION: Type.Integer({ minimum: 1, maximum: 100000, default: 100, description: 'waiting long polls per organization, per process' }),
   SUBSCRIPTIONS_PER_ORGANIZATION: Type.Integer({ minimum: 1, maximum: 100000, default: 50, description: 'subscriptions an organization may have' }),
+  SUBSCRIPTION_REPLAYS_READING: Type.Integer({ minimum: 1, maximum: 100, default: 3, description: 'replays of one subscription still reading their range at once' }),
+  SUBSCRIPTION_REPLAY_MAX_EVENTS: Type.Integer({ minimum: 1, maximum: 100000000, default: 1000000, description: 'events one replay may cover' }),
   WEBHOOKS_PER_ORGANIZATION: Type.Integer({ minimum: 1, maximum: 100000, default: 50, description: 'webhook endpoints an organization may register' }),
   WEBHOOK_WORKER: Type.Enum(['on', 'off'], { default: 'on', description: 'run the delivery worker inside the API process' }),
   WEBHOOK_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 120000, default: 10000 }),

@@ -7,7 +7,7 @@ import { CacheStats, IngestStats, Liveness, NotReady, PoolStats, Pressure, Readi
 import { ApiKey, GenerateKeyBody, KeyInfo, RotatedKey } from './keys.js'
 import { ExtendResult, Lease, LeaseAckResult, LeaseEventsBody, LeasedEvent, ReleaseResult } from './leases.js'
 import {
-  DeadLetter, DeadLetterList, PendingCounts, RedriveBody, RedriveResult, SeekBody, Subscription, SubscriptionList, UpdateSubscriptionBody
+  DeadLetter, DeadLetterList, PendingCounts, RedriveBody, RedriveResult, Replay, ReplayBody, ReplayList, SeekBody, Subscription, SubscriptionList, UpdateSubscriptionBody
 } from './subscriptions.js'
 import {
   CreateWebhookBody, Delivery, DeliveryPage, RedeliverBody, RedeliverResult, UpdateWebhookBody, Webhook, WebhookList, WebhookTestResult
@@ -25,5 +25,5 @@ export const NAMED_SCHEMAS: TSchema[] = [
   EventInput, EventAccepted, Event, BatchBody, BatchItemResult, BatchResult, Acknowledged, BulkAckBody, BulkAckResult, InboxPage,
   LeasedEvent, Lease, LeaseEventsBody, LeaseAckResult, ReleaseResult, ExtendResult,
   CreateWebhookBody, UpdateWebhookBody, Webhook, WebhookList, Delivery, DeliveryPage, RedeliverBody, RedeliverResult, WebhookTestResult,
-  UpdateSubscriptionBody, PendingCounts, Subscription, SubscriptionList, SeekBody, DeadLetter, DeadLetterList, RedriveBody, RedriveResult
+  UpdateSubscriptionBody, PendingCounts, Subscription, SubscriptionList, SeekBody, DeadLetter, DeadLetterList, RedriveBody, RedriveResult, ReplayBody, Replay, ReplayList
 ]

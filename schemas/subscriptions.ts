@@ -5,6 +5,7 @@ import { ref } from './ref.js'
 const Name = Type.String({ minLength: 1, maxLength: 200, pattern: '^[^\\u0000]*$' })
 const MaxInFlight = Type.Integer({ minimum: 1, maximum: 10000, description: 'Events leased and not yet acked at once, across all leases' })
 const MaxAttempts = Type.Integer({ minimum: 1, maximum: 1000, description: 'Leases of an event without an ack before it is dead-lettered' })
+const RateLimit = Type.Integer({ minimum: 1, maximum: 100000, description: 'Events handed out per second at most, across leases (a bucket of one second\'s worth, empty when the subscription is made)' })
 const POSITIONS = '"now", "beginning", an RFC 3339 date-time (not before the oldest retained day), or a cursor (a next_cursor of GET /api/inbox, or a subscription\'s position)'
 const positionOptions = { minLength: 1, maxLength: 100 }
 
@@ -17,7 +18,8 @@ export const CreateSubscriptionBody = Type.Object({
   event_types: Type.Optional(EventTypes),
   start: Type.String({ ...positionOptions, default: 'now', description: `Where the subscription starts: ${POSITIONS}` }),
   max_in_flight: Type.Integer({ ...MaxInFlight, default: 1000 }),
-  max_attempts: Type.Integer({ ...MaxAttempts, default: 5 })
+  max_attempts: Type.Integer({ ...MaxAttempts, default: 5 }),
+  rate_limit_per_second: Type.Optional(RateLimit)
 }, { additionalProperties: false })
 export type CreateSubscriptionBody = Static<typeof CreateSubscriptionBody>
 
@@ -26,6 +28,7 @@ export const UpdateSubscriptionBody = Type.Object({
   event_types: Type.Optional(EventTypes),
   max_in_flight: Type.Optional(MaxInFlight),
   max_attempts: Type.Optional(MaxAttempts),
+  rate_limit_per_second: Type.Optional(Type.Union([RateLimit, Type.Null()], { description: 'null removes the cap' })),
   paused: Type.Optional(Type.Boolean({ description: 'A paused subscription leases nothing and keeps its position' }))
 }, { $id: 'UpdateSubscriptionBody', additionalProperties: false, minProperties: 1 })
 
@@ -42,6 +45,7 @@ export const Subscription = Type.Object({
   event_types: Type.Array(Type.String()),
   max_in_flight: Type.Integer(),
   max_attempts: Type.Integer(),
+  rate_limit_per_second: Type.Union([Type.Integer(), Type.Null()], { description: 'Events handed out per second at most; null: no cap' }),
   paused: Type.Boolean(),
   position: Type.String({ description: 'The ack floor as a cursor: every matching event up to it is acked or dead-lettered' }),
   pending: ref(PendingCounts),
@@ -75,3 +79,25 @@ export const RedriveBody = Type.Object({
 }, { $id: 'RedriveBody', additionalProperties: false })
 
 export const RedriveResult = Type.Object({ redriven: Type.Integer({ description: 'Dead letters made available again' }) }, { $id: 'RedriveResult' })
+
+export const ReplayParams = Type.Object({ id: Uuid, replay_id: Uuid })
+
+export const ReplayBody = Type.Object({
+  from: Type.String({ minLength: 1, maxLength: 100, description: 'RFC 3339 date-time: the range starts here (inclusive), not before the oldest retained day' }),
+  to: Type.String({ minLength: 1, maxLength: 100, description: 'RFC 3339 date-time: the range ends here (exclusive); a time after now means now' })
+}, { $id: 'ReplayBody', additionalProperties: false })
+
+export const Replay = Type.Object({
+  replay_id: Uuid,
+  subscription_id: Uuid,
+  from: Timestamp,
+  to: Timestamp,
+  total: Type.Integer({ description: 'Events of the range that match the subscription\'s types' }),
+  done: Type.Integer({ description: 'Events of the range handed to the subscription again and since acked or dead-lettered' }),
+  status: Type.Union([Type.Literal('running'), Type.Literal('finished'), Type.Literal('cancelled')], {
+    description: 'running until every event of the range has been handed out and acked or dead-lettered; cancelled stops reading the range (what was handed out stays)'
+  }),
+  created_at: Timestamp
+}, { $id: 'Replay' })
+
+export const ReplayList = Type.Object({ replays: Type.Array(ref(Replay)) }, { $id: 'ReplayList' })

@@ -13,6 +13,8 @@ export interface LongPollOptions<T> {
   look: () => Promise<T>
   /** Whether a look found something worth answering with now. */
   found: (result: T) => boolean
+  /** How soon to look again without an arrival (a rate cap's next token); undefined: at the next arrival. */
+  lookAgainIn?: (result: T) => number | undefined
 }
 
 /**
@@ -20,7 +22,7 @@ export interface LongPollOptions<T> {
  * returns the last look. Waiting holds no pool client: it is a wake-up subscription (lib/wake-ups), taken
  * before each look so an event committed between the look and the wait still wakes it.
  */
-export async function longPoll<T> ({ arrivals, organizationId, waitMs, clientGone, look, found }: LongPollOptions<T>): Promise<T> {
+export async function longPoll<T> ({ arrivals, organizationId, waitMs, clientGone, look, found, lookAgainIn }: LongPollOptions<T>): Promise<T> {
   const deadline = Date.now() + waitMs
   const stillWaiting = () => Date.now() < deadline && !clientGone.aborted && !arrivals.closing.aborted
   for (;;) {
@@ -29,12 +31,26 @@ export async function longPoll<T> ({ arrivals, organizationId, waitMs, clientGon
     try {
       const result = await look()
       if (found(result) || !stillWaiting()) return result
-      await arrival
+      const again = lookAgainIn?.(result)
+      await (again === undefined ? arrival : Promise.race([arrival, pause(Math.min(again, deadline - Date.now()), stopListening.signal)]))
     } finally {
       stopListening.abort()
       await arrival
     }
   }
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts (its timer cleared). */
+async function pause (ms: number, signal: AbortSignal): Promise<void> {
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(done, Math.max(0, ms))
+    function done () {
+      clearTimeout(timer)
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+    signal.addEventListener('abort', done, { once: true })
+  })
 }
 
 /** A signal aborted when the client closes its connection before the answer; `dispose` stops watching. */
@@ -51,6 +67,8 @@ export function watchClientGone (request: FastifyRequest, reply: FastifyReply): 
 export interface LeaseFound<E> {
   events: E[]
   leasedUntil: Date | null
+  /** Set when a rate cap held the lease back: a token is there this soon. */
+  lookAgainInMs?: number
 }
 
 /**
@@ -66,7 +84,7 @@ export function createLeasePolls (arrivals: LongPollOptions<unknown>['arrivals']
     }
     const clientGone = watchClientGone(request, reply)
     try {
-      return await longPoll({ arrivals, organizationId, waitMs: waitSeconds * 1000, clientGone: clientGone.signal, look, found: (leased) => leased.events.length > 0 })
+      return await longPoll({ arrivals, organizationId, waitMs: waitSeconds * 1000, clientGone: clientGone.signal, look, found: (leased) => leased.events.length > 0, lookAgainIn: (leased) => leased.lookAgainInMs })
     } finally {
       clientGone.dispose()
       release()

@@ -10,6 +10,7 @@ export interface Subscription {
   event_types: string[]
   max_in_flight: number
   max_attempts: number
+  rate_limit_per_second: number | null
   paused: boolean
   position: string
   pending: { in_flight: number, available: number, dead: number }

@@ -3,6 +3,7 @@ import { Type } from 'typebox'
 import {
   countPending, deleteSubscription, findSubscription, insertSubscriptionWithinLimit, listSubscriptions, seekSubscription, updateSubscription
 } from '../../../db/subscriptions.js'
+import { cancelReplays } from '../../../db/subscription-replays.js'
 import { inTransaction } from '../../../db/transaction.js'
 import { apiError } from '../../../lib/api-error.js'
 import { currentSubscription, parseStart, subscriptionNotFound, toSubscriptionBody } from '../../../lib/subscriptions.js'
@@ -33,9 +34,9 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     }
   }, async (request, reply) => {
     const organizationId = organizationOf(request).id
-    const { name, event_types: eventTypes, start, max_in_flight: maxInFlight, max_attempts: maxAttempts } = request.body
+    const { name, event_types: eventTypes, start, max_in_flight: maxInFlight, max_attempts: maxAttempts, rate_limit_per_second: rateLimit } = request.body
     const startPosition = parseStart(start, retentionDays)
-    const fields = { name: name ?? null, event_types: eventTypes ?? [], max_in_flight: maxInFlight, max_attempts: maxAttempts }
+    const fields = { name: name ?? null, event_types: eventTypes ?? [], max_in_flight: maxInFlight, max_attempts: maxAttempts, rate_limit_per_second: rateLimit ?? null }
     const row = await inTransaction(fastify.pg.pool, (client) => insertSubscriptionWithinLimit(client, organizationId, fields, startPosition, max))
     if (!row) throw apiError('conflict', 'subscription_limit_reached', `An organization may have at most ${max} subscriptions; delete one first`)
     return reply.code(201).header('location', `/api/subscriptions/${row.id}`).send(toSubscriptionBody(row, undefined))
@@ -103,7 +104,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     schema: {
       tags: ['subscriptions'],
       operationId: 'seekSubscription',
-      summary: 'Move a subscription to a time, a cursor, the beginning or now: events after it are leased again',
+      summary: 'Move a subscription to a time, a cursor, the beginning or now: events after it are leased again (its replays are cancelled)',
       params: SubscriptionParams,
       body: ref(SeekBody),
       response: { 200: ref(Subscription, { description: 'The subscription at its new position' }), ...errorResponses(400, 401, 404, 413, 415, 429, 503) }
@@ -113,7 +114,10 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     const to = parseStart(request.body.to, retentionDays)
     const row = await inTransaction(fastify.pg.pool, async (client) => {
       const found = await findSubscription(client, organizationId, request.params.id, 'FOR UPDATE')
-      return found && await seekSubscription(client, found, to)
+      if (!found) return undefined
+      // The seek hands out everything after its position anew: the replays' own reading would only repeat it.
+      await cancelReplays(client, found.id, null)
+      return await seekSubscription(client, found, to)
     })
     if (!row) throw subscriptionNotFound(request.params.id)
     fastify.wakeUps.announceEvents(organizationId, 1)
