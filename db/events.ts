@@ -50,6 +50,8 @@ export interface InboxFilter {
   since: string | null
   after: InboxPosition
   limit: number
+  /** Type patterns as a subscription's `event_types` (all types when absent or empty). */
+  typePatterns?: string[]
 }
 
 const COLUMNS = 'id, seq, txid, type, payload, dedup_id, source, status, delivery_status, created_at, acknowledged_at'
@@ -160,9 +162,10 @@ export async function listEvents (db: Queryable, organizationId: string, filter:
              AND ($5::text IS NULL OR delivery_status = $5)
              AND ($6::text IS NULL OR type = $6)
              AND ($7::timestamptz IS NULL OR created_at >= $7)
+             AND ($9::text[] IS NULL OR webhook_matches($9::text[], type))
            ORDER BY txid, seq
            LIMIT $8`,
-    values: [organizationId, filter.after.txid, filter.after.seq, filter.status, filter.deliveryStatus, filter.type, filter.since, filter.limit + 1]
+    values: [organizationId, filter.after.txid, filter.after.seq, filter.status, filter.deliveryStatus, filter.type, filter.since, filter.limit + 1, filter.typePatterns ?? null]
   })
   return rows
 }

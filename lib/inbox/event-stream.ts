@@ -1,8 +1,15 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { EventArrivals } from '../wake-ups/event-arrivals.js'
 
-// Arrivals this close together become one frame.
+// Arrivals this close together become one look.
 const COALESCE_MS = 100
+
+/**
+ * What a stream sends: called once when it opens (`arrived` null) and after each coalesced run of arrivals (with
+ * their count; 0 after the wake-up connection came back, when arrivals may have been missed). It writes frames with
+ * `write`, which waits while the client is slow to read. Runs never overlap; arrivals during a run make another.
+ */
+export type FrameSource = (write: (frame: string) => Promise<void>, arrived: number | null, ended: AbortSignal) => Promise<void>
 
 export interface EventStreamOptions {
   arrivals: Pick<EventArrivals, 'subscribe' | 'closing'>
@@ -10,14 +17,17 @@ export interface EventStreamOptions {
   heartbeatMs: number
   /** Called once when the stream ends, whoever ends it (frees the organization's stream slot). */
   onEnd: () => void
+  frames: FrameSource
+  /** A run of `frames` failed (the database is away): the stream ends, and the client reconnects. */
+  onError: (error: unknown) => void
 }
 
 /**
- * Turns a hijacked reply into a Server-Sent Events stream: `data: {"count": n}` when n new events arrive for the
- * organization, a comment line as heartbeat, and a clean end when the client leaves or the process closes.
- * Everything it holds (subscription, timers, the slot) is released in one place, `end`.
+ * Turns a hijacked reply into a Server-Sent Events stream fed by `frames` as the organization's events arrive,
+ * with a comment line as heartbeat and a clean end when the client leaves or the process closes. Everything it
+ * holds (subscription, timers, the slot) is released in one place, `end`.
  */
-export function openEventStream (request: FastifyRequest, reply: FastifyReply, { arrivals, organizationId, heartbeatMs, onEnd }: EventStreamOptions): void {
+export function openEventStream (request: FastifyRequest, reply: FastifyReply, { arrivals, organizationId, heartbeatMs, onEnd, frames, onError }: EventStreamOptions): void {
   reply.hijack()
   const stream = reply.raw
   // Headers set before hijacking (rate-limit counters) still go out.
@@ -33,29 +43,66 @@ export function openEventStream (request: FastifyRequest, reply: FastifyReply, {
   })
   stream.write(': connected\n\n')
 
-  let pending = 0
-  let flushTimer: NodeJS.Timeout | undefined
-  const flush = () => {
-    flushTimer = undefined
-    stream.write(`data: ${JSON.stringify({ count: pending })}\n\n`)
-    pending = 0
+  const ended = new AbortController()
+  const write = async (frame: string) => {
+    if (ended.signal.aborted || stream.write(frame)) return
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        stream.off('drain', done)
+        ended.signal.removeEventListener('abort', done)
+        resolve()
+      }
+      stream.on('drain', done)
+      ended.signal.addEventListener('abort', done, { once: true })
+    })
+  }
+
+  let arrived = 0
+  let running = false
+  let again = false
+  let coalesceTimer: NodeJS.Timeout | undefined
+  const run = async (count: number | null) => {
+    running = true
+    try {
+      await frames(write, count, ended.signal)
+    } catch (error) {
+      onError(error)
+      end()
+    } finally {
+      running = false
+    }
+    if (again && !ended.signal.aborted) look()
+  }
+  const look = () => {
+    coalesceTimer = undefined
+    again = running
+    if (running) return
+    const count = arrived
+    arrived = 0
+    void run(count)
   }
   const unsubscribe = arrivals.subscribe(organizationId, (count) => {
-    pending += count
-    flushTimer ??= setTimeout(flush, COALESCE_MS)
+    arrived += count
+    coalesceTimer ??= setTimeout(look, COALESCE_MS)
   })
   const heartbeat = setInterval(() => stream.write(': heartbeat\n\n'), heartbeatMs)
 
   const end = () => {
+    if (ended.signal.aborted) return
+    ended.abort()
     onEnd()
     unsubscribe()
     clearInterval(heartbeat)
-    clearTimeout(flushTimer)
+    clearTimeout(coalesceTimer)
     arrivals.closing.removeEventListener('abort', end)
     if (!stream.writableEnded) stream.end()
   }
   stream.once('close', end)
   // A client that left while its key was being looked up has already had its 'close': end (and free the slot) now.
-  if (arrivals.closing.aborted || request.raw.socket.destroyed) end()
-  else arrivals.closing.addEventListener('abort', end, { once: true })
+  if (arrivals.closing.aborted || request.raw.socket.destroyed) {
+    end()
+    return
+  }
+  arrivals.closing.addEventListener('abort', end, { once: true })
+  void run(null)
 }

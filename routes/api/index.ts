@@ -14,6 +14,7 @@ import deadLetterRoutes from './subscriptions/dead-letters.js'
 import subscriptionRoutes from './subscriptions/index.js'
 import subscriptionLeaseRoutes from './subscriptions/leases.js'
 import replayRoutes from './subscriptions/replays.js'
+import subscriptionStreamRoutes from './subscriptions/stream.js'
 import webhookRoutes from './webhooks/index.js'
 
 /** Everything under /api (app.ts registers it with that prefix), behind the boundary of ./hooks.ts. */
@@ -34,4 +35,5 @@ export default async function apiRoutes (api: FastifyInstance): Promise<void> {
   await api.register(subscriptionLeaseRoutes)
   await api.register(deadLetterRoutes)
   await api.register(replayRoutes)
+  await api.register(subscriptionStreamRoutes)
 }

@@ -36,7 +36,14 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     if (!release) {
       throw apiError('tooManyRequests', 'too_many_streams', `At most ${fastify.config.INBOX_STREAMS_PER_ORGANIZATION} event streams per organization may be open at once; close one first`)
     }
-    openEventStream(request, reply, { arrivals: fastify.wakeUps, organizationId: organization.id, heartbeatMs, onEnd: release })
+    openEventStream(request, reply, {
+      arrivals: fastify.wakeUps,
+      organizationId: organization.id,
+      heartbeatMs,
+      onEnd: release,
+      frames: async (write, arrived) => { if (arrived !== null) await write(`data: ${JSON.stringify({ count: arrived })}\n\n`) },
+      onError: (error) => request.log.warn({ err: error }, 'inbox stream failed')
+    })
   })
 }
 

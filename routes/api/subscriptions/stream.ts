@@ -1,0 +1,95 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
+import { listEvents, type InboxPosition } from '../../../db/events.js'
+import { findSubscription } from '../../../db/subscriptions.js'
+import { apiError } from '../../../lib/api-error.js'
+import { toEventBody } from '../../../lib/events.js'
+import { openEventStream, type FrameSource } from '../../../lib/inbox/event-stream.js'
+import { encodeCursor, parseCursor } from '../../../lib/positions.js'
+import { createSlots } from '../../../lib/slots.js'
+import { subscriptionNotFound } from '../../../lib/subscriptions.js'
+import { organizationOf } from '../../../plugins/app/auth.js'
+import { errorResponses } from '../../../schemas/errors.js'
+import { SubscriptionParams } from '../../../schemas/subscriptions.js'
+
+// Events read per look at the log; a look goes on until it has sent everything readable.
+const BATCH = 100
+// How long an EventSource waits before it reconnects (the `retry:` hint).
+const RECONNECT_MS = 2000
+
+const Cursor = Type.String({ minLength: 1, maxLength: 100, description: 'A cursor: an `id:` of this stream, a subscription\'s position or a next_cursor of GET /api/inbox' })
+
+const cursorOf = (value: string, where: string): InboxPosition => {
+  const position = parseCursor(value)
+  if (position === undefined) throw apiError('badRequest', 'invalid_cursor', `${where} is not an id of this stream or a cursor from this API`)
+  return position
+}
+
+/**
+ * A subscription's events as Server-Sent Events: each matching event in log order with its position as `id:`, so
+ * a client reconnecting with Last-Event-ID gets exactly the events after the last one it had. Read-only: the
+ * stream neither leases nor acks, and the subscription's position stays where its leases put it. Capped per
+ * organization and process at INBOX_STREAMS_PER_ORGANIZATION, counted apart from the inbox's streams.
+ */
+const routes: FastifyPluginAsyncTypebox = async (fastify) => {
+  const heartbeatMs = fastify.config.INBOX_STREAM_HEARTBEAT_SECONDS * 1000
+  const maxStreams = fastify.config.INBOX_STREAMS_PER_ORGANIZATION
+  const streams = createSlots(maxStreams)
+
+  fastify.get('/subscriptions/:id/stream', {
+    // Open for as long as the client likes: not counted among the requests in progress (OVERLOAD_MAX_IN_FLIGHT).
+    config: { longLived: true },
+    schema: {
+      tags: ['subscriptions'],
+      operationId: 'streamSubscription',
+      summary: 'Server-Sent Events: the subscription\'s events in log order, each with its position as id; resumes after Last-Event-ID',
+      params: SubscriptionParams,
+      querystring: Type.Object({ after: Type.Optional(Cursor) }, { additionalProperties: false }),
+      headers: Type.Object({ 'last-event-id': Type.Optional(Cursor) }),
+      response: {
+        200: {
+          description: 'An endless text/event-stream: a `retry:` hint, then one frame per event (`id:` its position, `data:` the event as GET /api/events/{id} answers it), and comment lines as heartbeats',
+          content: { 'text/event-stream': { schema: { type: 'string', example: 'retry: 2000\n\nid: MTIzLjQ1\ndata: {"event_id":"…","type":"order.created",…}\n\n' } } }
+        },
+        ...errorResponses(400, 401, 404, 429, 503)
+      }
+    }
+  }, async (request, reply) => {
+    const organizationId = organizationOf(request).id
+    const subscription = await findSubscription(fastify.pg, organizationId, request.params.id)
+    if (!subscription) throw subscriptionNotFound(request.params.id)
+    // Where to start: after the last event the client had, else after the given cursor, else at the subscription's position.
+    const lastEventId = request.headers['last-event-id']
+    let after = lastEventId !== undefined
+      ? cursorOf(lastEventId, 'Last-Event-ID')
+      : request.query.after !== undefined ? cursorOf(request.query.after, 'after') : { txid: subscription.floor_txid, seq: subscription.floor_seq }
+
+    const release = streams.acquire(organizationId)
+    if (!release) throw apiError('tooManyRequests', 'too_many_streams', `At most ${maxStreams} subscription streams per organization may be open at once; close one first`)
+
+    const frames: FrameSource = async (write, arrived, ended) => {
+      if (arrived === null) await write(`retry: ${RECONNECT_MS}\n\n`)
+      for (;;) {
+        const rows = await listEvents(fastify.pg, organizationId, {
+          status: null, deliveryStatus: null, type: null, since: null, after, limit: BATCH, typePatterns: subscription.event_types
+        })
+        for (const row of rows.slice(0, BATCH)) {
+          if (ended.aborted) return
+          await write(`id: ${encodeCursor(row)}\ndata: ${JSON.stringify(toEventBody(row))}\n\n`)
+          after = row
+        }
+        if (rows.length <= BATCH || ended.aborted) return
+      }
+    }
+    openEventStream(request, reply, {
+      arrivals: fastify.wakeUps,
+      organizationId,
+      heartbeatMs,
+      onEnd: release,
+      frames,
+      onError: (error) => request.log.warn({ err: error }, 'subscription stream failed; the client reconnects')
+    })
+  })
+}
+
+export default routes
