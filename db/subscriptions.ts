@@ -20,6 +20,7 @@ export interface SubscriptionRow extends SubscriptionFields {
   floor_seq: string
   frontier_txid: string
   frontier_seq: string
+  position_expired_at: Date | null
   created_at: Date
   updated_at: Date
 }
@@ -32,7 +33,7 @@ export type StartPosition =
   | { kind: 'cursor', position: InboxPosition }
 
 const COLUMNS = `id, organization_id, kind, name, event_types, max_in_flight, max_attempts, rate_limit_per_second, paused,
-                 floor_txid, floor_seq, frontier_txid, frontier_seq, created_at, updated_at`
+                 floor_txid, floor_seq, frontier_txid, frontier_seq, position_expired_at, created_at, updated_at`
 
 /**
  * A start position as a place in cursor order: the subscription gets every matching event after it. "now" is the
@@ -322,7 +323,8 @@ export async function seekSubscription (client: Queryable, subscription: Subscri
   await client.query('DELETE FROM subscription_events WHERE subscription_id = $1 AND state <> \'dead\'', [subscription.id])
   const { rows } = await client.query<SubscriptionRow>(
     `WITH start AS (${START_POSITION})
-     UPDATE subscriptions SET floor_txid = start.txid, floor_seq = start.seq, frontier_txid = start.txid, frontier_seq = start.seq, updated_at = now()
+     UPDATE subscriptions SET floor_txid = start.txid, floor_seq = start.seq, frontier_txid = start.txid, frontier_seq = start.seq,
+                              position_expired_at = NULL, updated_at = now()
      FROM start WHERE id = $6
      RETURNING ${COLUMNS}`,
     [...startValues(subscription.organization_id, to), subscription.id])
@@ -355,6 +357,22 @@ export async function redriveDeadLetters (db: Queryable, subscriptionId: string,
      WHERE subscription_id = $1 AND state = 'dead' AND ($2::uuid[] IS NULL OR event_id = ANY($2::uuid[]))`,
     [subscriptionId, ids])
   return rowCount ?? 0
+}
+
+/**
+ * Retention, before the events older than `from` are dropped: flags the subscriptions that have not acked some of
+ * them (after their ack floor, matching their types, not acked out of order), whose position is then expired.
+ */
+export async function markExpiredPositions (client: Queryable, from: Date): Promise<void> {
+  await client.query(
+    `UPDATE subscriptions s SET position_expired_at = now()
+     WHERE s.position_expired_at IS NULL AND EXISTS (
+       SELECT 1 FROM events e
+       WHERE e.organization_id = s.organization_id AND e.created_at < $1
+         AND (e.txid, e.seq) > (s.floor_txid, s.floor_seq) AND webhook_matches(s.event_types, e.type)
+         AND NOT EXISTS (SELECT 1 FROM subscription_events se
+                         WHERE se.subscription_id = s.id AND se.txid = e.txid AND se.seq = e.seq AND se.state = 'acked'))`,
+    [from])
 }
 
 /** Retention: the pending rows of events older than `from`, whose partitions are being dropped. */

@@ -3,7 +3,7 @@ import {
   createPartitions, DAY_PARTITIONED_TABLES, DEDUP_KEYS_TABLE, DEDUP_PERIOD_DAYS, dropPartitions,
   listPartitions, raiseAttemptsHorizon, tryMaintenanceLock
 } from '../db/partitions.js'
-import { forgetExpiredSubscriptionEvents } from '../db/subscriptions.js'
+import { forgetExpiredSubscriptionEvents, markExpiredPositions } from '../db/subscriptions.js'
 import { inTransaction } from '../db/transaction.js'
 
 export interface RetentionSettings {
@@ -99,6 +99,8 @@ export async function maintainPartitions (pool: Pool, settings: RetentionSetting
     if (attemptsFrom !== undefined && dropped.some((name) => name.startsWith('delivery_attempts_'))) {
       await raiseAttemptsHorizon(client, new Date(attemptsFrom))
     }
+    const eventsDropped = eventsFrom !== undefined && dropped.some((name) => name.startsWith('events_'))
+    if (eventsDropped) await markExpiredPositions(client, new Date(eventsFrom))
     await dropPartitions(client, dropped)
     if (eventsFrom !== undefined) await forgetExpiredSubscriptionEvents(client, new Date(eventsFrom))
     return { ran: true, created, dropped }

@@ -40,6 +40,8 @@ export function toSubscriptionBody (row: SubscriptionRow, pending: PendingCounts
     rate_limit_per_second: row.rate_limit_per_second,
     paused: row.paused,
     position: encodeCursor({ txid: row.floor_txid, seq: row.floor_seq }),
+    position_expired: row.position_expired_at !== null,
+    position_expired_at: row.position_expired_at?.toISOString() ?? null,
     pending: pending ?? { in_flight: 0, available: 0, dead: 0 },
     created_at: row.created_at.toISOString(),
     updated_at: row.updated_at.toISOString()

@@ -5,7 +5,9 @@
 ALTER TABLE subscriptions
   ADD COLUMN rate_limit_per_second integer CHECK (rate_limit_per_second > 0),
   ADD COLUMN rate_tokens double precision NOT NULL DEFAULT 0,
-  ADD COLUMN rate_refilled_at timestamptz NOT NULL DEFAULT now();
+  ADD COLUMN rate_refilled_at timestamptz NOT NULL DEFAULT now(),
+  -- Set when retention dropped events after the ack floor that the subscription had not acked: they are gone.
+  ADD COLUMN position_expired_at timestamptz;
 
 -- A replay hands the events of a time range that its subscription has already read to it again, without moving
 -- the subscription's position: it reads the range in cursor order up to the subscription's frontier when it was
@@ -35,4 +37,4 @@ CREATE INDEX subscription_events_replay ON subscription_events (replay_id) WHERE
 DROP INDEX subscription_events_replay;
 ALTER TABLE subscription_events DROP COLUMN replay_id;
 DROP TABLE subscription_replays;
-ALTER TABLE subscriptions DROP COLUMN rate_limit_per_second, DROP COLUMN rate_tokens, DROP COLUMN rate_refilled_at;
+ALTER TABLE subscriptions DROP COLUMN rate_limit_per_second, DROP COLUMN rate_tokens, DROP COLUMN rate_refilled_at, DROP COLUMN position_expired_at;

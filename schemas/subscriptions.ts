@@ -48,6 +48,8 @@ export const Subscription = Type.Object({
   rate_limit_per_second: Type.Union([Type.Integer(), Type.Null()], { description: 'Events handed out per second at most; null: no cap' }),
   paused: Type.Boolean(),
   position: Type.String({ description: 'The ack floor as a cursor: every matching event up to it is acked or dead-lettered' }),
+  position_expired: Type.Boolean({ description: 'Events after the position that the subscription had not acked were dropped by retention: it goes on from the oldest retained event. A seek clears it' }),
+  position_expired_at: Type.Union([Timestamp, Type.Null()], { description: 'When retention dropped them' }),
   pending: ref(PendingCounts),
   created_at: Timestamp,
   updated_at: Timestamp

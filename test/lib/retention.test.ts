@@ -13,6 +13,7 @@ import { inTransaction } from '../../db/transaction.js'
 import { expiredPartitions, keptFrom, maintainPartitions, partitionEnd, type RetentionSettings } from '../../lib/retention.js'
 import { loadConfig } from '../../lib/config.js'
 import { buildTestApp, createOrganization, directDatabaseUrl, sendEvent, type Teardown, type TestOrganization } from '../support/helpers.js'
+import { createSubscription, getSubscription, request, sendEvents, take, times } from '../support/subscriptions.js'
 
 const DAY_MS = 86_400_000
 const quiet = { info: () => {} }
@@ -355,4 +356,27 @@ t.test('migrating unpartitioned tables keeps every row, id, sequence and dedup_i
 
   const inserted = await pool.query<{ seq: string }>('INSERT INTO events (id, organization_id, type, payload) VALUES (gen_random_uuid(), $1, \'new\', \'{}\') RETURNING seq::text', [organization])
   t.ok(Number(inserted.rows[0]?.seq) > maxSeq, 'seq continues after the copied rows')
+})
+
+t.test('a subscription that had not acked events retention drops says position_expired, until a seek', async (t) => {
+  const t_ = scope(t)
+  const url = await freshDatabase(t_)
+  const app = await buildTestApp(t_, { DATABASE_URL: url, EVENT_RETENTION_DAYS: '3' })
+  const organization = await createOrganization(app)
+  const caughtUp = await createSubscription(app, organization, { start: 'beginning' })
+  const behind = await createSubscription(app, organization, { start: 'beginning' })
+  const otherTypes = await createSubscription(app, organization, { start: 'beginning', event_types: ['other.*'] })
+  const sent = await sendEvents(app, organization, times(3))
+  t.same(await take(app, organization, caughtUp.id, 3), sent, 'one subscription acked everything')
+  t.match(await getSubscription(app, organization, behind.id), { position_expired: false, position_expired_at: null })
+
+  // Four days on, today's events are dropped.
+  const expired = await app.maintainPartitions(new Date(startOfToday() + 4 * DAY_MS + 60_000))
+  t.ok(expired.dropped.includes(`events_p${compact(startOfToday())}`))
+  t.match(await getSubscription(app, organization, behind.id), { position_expired: true, position_expired_at: String }, 'the one that had not acked them says so')
+  t.match(await getSubscription(app, organization, caughtUp.id), { position_expired: false }, 'not the one that had acked them')
+  t.match(await getSubscription(app, organization, otherTypes.id), { position_expired: false }, 'nor one they did not match')
+
+  const sought = await request(app, organization, 'POST', `/api/subscriptions/${behind.id}/seek`, { to: 'now' })
+  t.match(sought.json(), { position_expired: false, position_expired_at: null }, 'a seek clears it')
 })

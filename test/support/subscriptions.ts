@@ -11,6 +11,8 @@ export interface Subscription {
   max_in_flight: number
   max_attempts: number
   rate_limit_per_second: number | null
+  position_expired: boolean
+  position_expired_at: string | null
   paused: boolean
   position: string
   pending: { in_flight: number, available: number, dead: number }
