@@ -84,7 +84,7 @@ export async function listSubscriptions (db: Queryable, organizationId: string):
 }
 
 /** The subscription, locked for this transaction when `lock` says so (leasing and seeking move its positions). */
-export async function findSubscription (db: Queryable, organizationId: string, id: string, lock: '' | 'FOR UPDATE' = ''): Promise<SubscriptionRow | undefined> {
+export async function findSubscription (db: Queryable, organizationId: string, id: string, lock: '' | 'FOR UPDATE' | 'FOR UPDATE SKIP LOCKED' = ''): Promise<SubscriptionRow | undefined> {
   const { rows } = await db.query<SubscriptionRow>(`SELECT ${COLUMNS} FROM subscriptions WHERE organization_id = $1 AND id = $2 ${lock}`, [organizationId, id])
   return rows[0]
 }

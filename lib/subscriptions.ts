@@ -118,6 +118,17 @@ async function readUntilAvailable (client: PoolClient, subscription: Subscriptio
   return subscription
 }
 
+/**
+ * After acks: compacts the subscription's state unless a lease or another compaction holds its row (which
+ * compacts it anyway), so an ack never waits behind a lease.
+ */
+export async function compactWhenFree (pool: Pool, organizationId: string, id: string): Promise<void> {
+  await inTransaction(pool, async (client) => {
+    const found = await findSubscription(client, organizationId, id, 'FOR UPDATE SKIP LOCKED')
+    if (found) await compactSubscription(client, found)
+  })
+}
+
 /** Compacts the subscription's state (so its position is current) under its row lock; undefined when not found. */
 export async function currentSubscription (pool: Pool, organizationId: string, id: string): Promise<SubscriptionRow | undefined> {
   return await inTransaction(pool, async (client) => {

@@ -4,7 +4,7 @@ import { acknowledgePending, extendPending, findSubscription, releasePending, ty
 import { apiError } from '../../../lib/api-error.js'
 import { normalizeIds, toLeaseBody } from '../../../lib/events.js'
 import { createLeasePolls } from '../../../lib/inbox/long-poll.js'
-import { currentSubscription, leaseFromSubscription, subscriptionNotFound } from '../../../lib/subscriptions.js'
+import { compactWhenFree, leaseFromSubscription, subscriptionNotFound } from '../../../lib/subscriptions.js'
 import { organizationOf } from '../../../plugins/app/auth.js'
 import { errorResponses } from '../../../schemas/errors.js'
 import { ExtendBody, ExtendResult, Lease, LeaseAckResult, LeaseBody, LeaseEventsBody, ReleaseResult } from '../../../schemas/leases.js'
@@ -61,8 +61,8 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     const subscription = await subscriptionOf(organizationId, request.params.id)
     const requested = requestedIds(request.body.event_ids)
     const acknowledged = await acknowledgePending(fastify.pg, subscription.id, request.body.lease_id, requested)
-    // The floor moves past what was acked now, so the position a client reads next is current.
-    if (acknowledged.length > 0) await currentSubscription(fastify.pg.pool, organizationId, subscription.id)
+    // The floor moves past what was acked now, unless a lease holds the row (it moves it anyway); GET compacts too.
+    if (acknowledged.length > 0) await compactWhenFree(fastify.pg.pool, organizationId, subscription.id)
     const done = new Set(acknowledged)
     return { acknowledged, not_found: (requested ?? []).filter((id) => !done.has(id)) }
   })
