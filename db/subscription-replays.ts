@@ -41,14 +41,25 @@ export async function insertReplay (client: Queryable, subscription: Subscriptio
     `SELECT count(*)::int AS count FROM subscription_replays r WHERE r.subscription_id = $1 AND ${READING}`, [subscription.id])
   // A range with nothing to read is finished at once and takes no place.
   if (total > 0 && (reading?.count ?? 0) >= maxReading) return { refused: 'too_many_replays', reading: reading?.count ?? 0 }
+  // The range's first and last events in log order (up to the frontier): the replay reads the log between them
+  // in index order, so each read costs what it reads, however large the range.
   const { rows } = await client.query<ReplayRow>(
-    `WITH r AS (
-       INSERT INTO subscription_replays (subscription_id, from_at, to_at, until_txid, until_seq, total, read_complete)
-       VALUES ($1, $2, $3, $5, $6, $4, $4 = 0)
+    `WITH range AS (
+       SELECT txid, seq FROM events
+       WHERE organization_id = $7 AND created_at >= $2 AND created_at < $3 AND webhook_matches($8::text[], type)
+         AND (txid, seq) <= ($5::xid8, $6::bigint)
+     ), first AS (
+       SELECT txid, seq FROM range ORDER BY txid, seq LIMIT 1
+     ), last AS (
+       SELECT txid, seq FROM range ORDER BY txid DESC, seq DESC LIMIT 1
+     ), r AS (
+       INSERT INTO subscription_replays (subscription_id, from_at, to_at, cursor_txid, cursor_seq, until_txid, until_seq, total, read_complete)
+       SELECT $1, $2, $3, coalesce(first.txid, '0'), coalesce(first.seq - 1, 0), coalesce(last.txid, '0'), coalesce(last.seq, 0), $4, first.txid IS NULL
+       FROM (SELECT 1) one LEFT JOIN first ON true LEFT JOIN last ON true
        RETURNING *
      )
      SELECT r.id, r.subscription_id, r.from_at, r.to_at, r.total, r.read, r.read_complete, r.cancelled_at, r.created_at, 0 AS pending FROM r`,
-    [subscription.id, from, to, total, subscription.frontier_txid, subscription.frontier_seq])
+    [subscription.id, from, to, total, subscription.frontier_txid, subscription.frontier_seq, subscription.organization_id, subscription.event_types])
   const replay = rows[0]
   if (!replay) throw new Error('INSERT … RETURNING returned no row')
   return { replay }
@@ -90,25 +101,27 @@ export async function cancelReplays (db: Queryable, subscriptionId: string, repl
 }
 
 /**
- * Adds up to `limit` events of the replay's range, after its cursor, to the subscription's pending set, tagged
- * with the replay, and moves its cursor (the subscription's row locked by the caller). An event already there is
- * made pending again with a fresh attempt budget (unless it is pending now: it is being handed out anyway); its
- * lease, if any, holds. The range ends at the frontier the subscription had when the replay was made, before
- * which every event is committed: a read that comes back short has read the range to its end. Says how many it
- * read, and how many of those have `type` (all when null).
+ * Scans the next `limit` events of the log after the replay's cursor, up to the range's last event, and adds those
+ * of the range (by creation time and the subscription's types) to the subscription's pending set, tagged with the
+ * replay, moving its cursor past what it scanned (the subscription's row locked by the caller). An event already
+ * there is made pending again with a fresh attempt budget (unless it is pending now: it is being handed out
+ * anyway); its lease, if any, holds. Everything up to the range's last event is committed (it is at or before the
+ * frontier the subscription had), so a scan that comes back short has read the range to its end. Says how many
+ * it read, how many of those have `type` (all when null), and whether the range is read.
  */
-export async function readReplayAhead (client: Queryable, subscription: SubscriptionRow, replayId: string, limit: number, type: string | null): Promise<{ read: number, ofType: number }> {
-  const { rows } = await client.query<{ read: number, of_type: number }>({
+export async function readReplayAhead (client: Queryable, subscription: SubscriptionRow, replayId: string, limit: number, type: string | null): Promise<{ read: number, ofType: number, complete: boolean }> {
+  const { rows } = await client.query<{ read: number, of_type: number, read_complete: boolean }>({
     name: 'read-replay-ahead',
     text: `WITH replay AS (
              SELECT * FROM subscription_replays WHERE id = $2
-           ), read AS (
+           ), scanned AS (
              SELECT e.id, e.created_at, e.type, e.txid, e.seq FROM events e, replay
-             WHERE e.organization_id = $3 AND e.created_at >= replay.from_at AND e.created_at < replay.to_at
-               AND (e.txid, e.seq) > (replay.cursor_txid, replay.cursor_seq)
+             WHERE e.organization_id = $3 AND (e.txid, e.seq) > (replay.cursor_txid, replay.cursor_seq)
                AND (e.txid, e.seq) <= (replay.until_txid, replay.until_seq)
-               AND webhook_matches($4::text[], e.type)
              ORDER BY e.txid, e.seq LIMIT $5
+           ), read AS (
+             SELECT scanned.* FROM scanned, replay
+             WHERE scanned.created_at >= replay.from_at AND scanned.created_at < replay.to_at AND webhook_matches($4::text[], scanned.type)
            ), added AS (
              INSERT INTO subscription_events AS se (subscription_id, txid, seq, event_id, event_created_at, type, state, replay_id)
              SELECT $1, txid, seq, id, created_at, type, 'pending', $2 FROM read
@@ -116,17 +129,18 @@ export async function readReplayAhead (client: Queryable, subscription: Subscrip
              SET replay_id = excluded.replay_id, state = 'pending', dead_at = NULL,
                  attempts = CASE WHEN se.state = 'pending' THEN se.attempts ELSE 0 END
            ), last AS (
-             SELECT txid, seq FROM read ORDER BY txid DESC, seq DESC LIMIT 1
+             SELECT txid, seq FROM scanned ORDER BY txid DESC, seq DESC LIMIT 1
            )
            UPDATE subscription_replays r
            SET cursor_txid = coalesce(last.txid, r.cursor_txid), cursor_seq = coalesce(last.seq, r.cursor_seq),
                read = r.read + (SELECT count(*) FROM read),
-               read_complete = (SELECT count(*) FROM read) < $5
+               read_complete = (SELECT count(*) FROM scanned) < $5
            FROM (SELECT 1) one LEFT JOIN last ON true
            WHERE r.id = $2
            RETURNING (SELECT count(*) FROM read)::int AS read,
-                     (SELECT count(*) FROM read WHERE $6::text IS NULL OR type = $6)::int AS of_type`,
+                     (SELECT count(*) FROM read WHERE $6::text IS NULL OR type = $6)::int AS of_type, r.read_complete`,
     values: [subscription.id, replayId, subscription.organization_id, subscription.event_types, limit, type]
   })
-  return { read: rows[0]?.read ?? 0, ofType: rows[0]?.of_type ?? 0 }
+  const result = rows[0]
+  return { read: result?.read ?? 0, ofType: result?.of_type ?? 0, complete: result?.read_complete ?? true }
 }

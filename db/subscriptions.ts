@@ -9,6 +9,8 @@ export interface SubscriptionFields {
   max_attempts: number
   /** Events handed out per second at most (a token bucket of one second's worth); null: no cap. */
   rate_limit_per_second: number | null
+  /** Seconds before an event is handed out again after its n-th lease ended unacked (the last repeats). */
+  retry_schedule: number[]
 }
 
 export interface SubscriptionRow extends SubscriptionFields {
@@ -32,7 +34,7 @@ export type StartPosition =
   | { kind: 'time', at: Date }
   | { kind: 'cursor', position: InboxPosition }
 
-const COLUMNS = `id, organization_id, kind, name, event_types, max_in_flight, max_attempts, rate_limit_per_second, paused,
+const COLUMNS = `id, organization_id, kind, name, event_types, max_in_flight, max_attempts, rate_limit_per_second, retry_schedule, paused,
                  floor_txid, floor_seq, frontier_txid, frontier_seq, position_expired_at, created_at, updated_at`
 
 /**
@@ -69,12 +71,12 @@ export async function insertSubscriptionWithinLimit (client: Queryable, organiza
   await client.query('SELECT 1 FROM organizations WHERE id = $1 FOR NO KEY UPDATE', [organizationId])
   const { rows } = await client.query<SubscriptionRow>(
     `WITH start AS (${START_POSITION})
-     INSERT INTO subscriptions (organization_id, kind, name, event_types, max_in_flight, max_attempts, rate_limit_per_second,
+     INSERT INTO subscriptions (organization_id, kind, name, event_types, max_in_flight, max_attempts, rate_limit_per_second, retry_schedule,
                                 floor_txid, floor_seq, frontier_txid, frontier_seq)
-     SELECT $1, 'pull', $6, $7, $8, $9, $11, start.txid, start.seq, start.txid, start.seq FROM start
+     SELECT $1, 'pull', $6, $7, $8, $9, $11, $12, start.txid, start.seq, start.txid, start.seq FROM start
      WHERE (SELECT count(*) FROM subscriptions WHERE organization_id = $1) < $10
      RETURNING ${COLUMNS}`,
-    [...startValues(organizationId, start), fields.name, fields.event_types, fields.max_in_flight, fields.max_attempts, max, fields.rate_limit_per_second])
+    [...startValues(organizationId, start), fields.name, fields.event_types, fields.max_in_flight, fields.max_attempts, max, fields.rate_limit_per_second, fields.retry_schedule])
   return rows[0]
 }
 
@@ -97,6 +99,7 @@ export async function updateSubscription (db: Queryable, organizationId: string,
        max_in_flight = coalesce($6, max_in_flight),
        max_attempts = coalesce($7, max_attempts),
        paused = coalesce($8, paused),
+       retry_schedule = coalesce($11, retry_schedule),
        rate_limit_per_second = CASE WHEN $9 THEN $10 ELSE rate_limit_per_second END,
        -- A cap set or changed starts with an empty bucket, as a new subscription's does.
        rate_tokens = CASE WHEN $9 THEN 0 ELSE rate_tokens END,
@@ -106,7 +109,7 @@ export async function updateSubscription (db: Queryable, organizationId: string,
      RETURNING ${COLUMNS}`,
     [organizationId, id, changes.name !== undefined, changes.name ?? null, changes.event_types ?? null,
       changes.max_in_flight ?? null, changes.max_attempts ?? null, changes.paused ?? null,
-      changes.rate_limit_per_second !== undefined, changes.rate_limit_per_second ?? null])
+      changes.rate_limit_per_second !== undefined, changes.rate_limit_per_second ?? null, changes.retry_schedule ?? null])
   return rows[0]
 }
 
@@ -116,20 +119,31 @@ export async function deleteSubscription (db: Queryable, organizationId: string,
   return rowCount === 1
 }
 
+/**
+ * When a pending row (alias se) may be leased: never leased, or its last lease ended (ran out or was released, both
+ * leaving leased_until at the end) and the wait the schedule (`schedule`, an SQL int[]) gives after that many
+ * leases has passed.
+ */
+const availableNow = (schedule: string) =>
+  `(se.leased_until IS NULL OR se.leased_until + make_interval(secs => coalesce((${schedule})[least(se.attempts, cardinality(${schedule}))], 0)) <= now())`
+
 export interface PendingCounts {
   in_flight: number
   available: number
+  retrying: number
   dead: number
 }
 
 /** The pending set's size by state, per subscription. */
 export async function countPending (db: Queryable, subscriptionIds: string[]): Promise<Map<string, PendingCounts>> {
   const { rows } = await db.query<PendingCounts & { subscription_id: string }>(
-    `SELECT subscription_id,
-            count(*) FILTER (WHERE state = 'pending' AND leased_until > now())::int AS in_flight,
-            count(*) FILTER (WHERE state = 'pending' AND (leased_until IS NULL OR leased_until <= now()))::int AS available,
-            count(*) FILTER (WHERE state = 'dead')::int AS dead
-     FROM subscription_events WHERE subscription_id = ANY($1::uuid[]) GROUP BY subscription_id`,
+    `SELECT se.subscription_id,
+            count(*) FILTER (WHERE se.state = 'pending' AND se.leased_until > now())::int AS in_flight,
+            count(*) FILTER (WHERE se.state = 'pending' AND ${availableNow('s.retry_schedule')})::int AS available,
+            count(*) FILTER (WHERE se.state = 'pending' AND se.leased_until <= now() AND NOT ${availableNow('s.retry_schedule')})::int AS retrying,
+            count(*) FILTER (WHERE se.state = 'dead')::int AS dead
+     FROM subscription_events se JOIN subscriptions s ON s.id = se.subscription_id
+     WHERE se.subscription_id = ANY($1::uuid[]) GROUP BY se.subscription_id`,
     [subscriptionIds])
   return new Map(rows.map(({ subscription_id: id, ...counts }) => [id, counts]))
 }
@@ -237,16 +251,26 @@ export async function spendRateTokens (client: Queryable, subscriptionId: string
 }
 
 /** Pending rows under an unexpired lease, and the expired or released ones a lease may take (in all, and of `type`). */
-export async function leaseCounts (client: Queryable, subscriptionId: string, type: string | null): Promise<{ in_flight: number, available: number, available_of_type: number }> {
-  const { rows } = await client.query<{ in_flight: number, available: number, available_of_type: number }>({
+export interface LeaseCounts {
+  in_flight: number
+  available: number
+  available_of_type: number
+  /** Milliseconds until the first event waiting out its retry schedule may be leased; null when none waits. */
+  next_retry_in_ms: number | null
+}
+
+export async function leaseCounts (client: Queryable, subscription: SubscriptionRow, type: string | null): Promise<LeaseCounts> {
+  const { rows } = await client.query<LeaseCounts>({
     name: 'subscription-lease-counts',
-    text: `SELECT count(*) FILTER (WHERE leased_until > now())::int AS in_flight,
-                  count(*) FILTER (WHERE leased_until IS NULL OR leased_until <= now())::int AS available,
-                  count(*) FILTER (WHERE (leased_until IS NULL OR leased_until <= now()) AND ($2::text IS NULL OR type = $2))::int AS available_of_type
-           FROM subscription_events WHERE subscription_id = $1 AND state = 'pending'`,
-    values: [subscriptionId, type]
+    text: `SELECT count(*) FILTER (WHERE se.leased_until > now())::int AS in_flight,
+                  count(*) FILTER (WHERE ${availableNow('$3::int[]')})::int AS available,
+                  count(*) FILTER (WHERE ${availableNow('$3::int[]')} AND ($2::text IS NULL OR se.type = $2))::int AS available_of_type,
+                  ceil(extract(epoch FROM min(se.leased_until + make_interval(secs => coalesce(($3::int[])[least(se.attempts, cardinality($3::int[]))], 0))) FILTER (
+                    WHERE se.leased_until <= now() AND NOT ${availableNow('$3::int[]')} AND ($2::text IS NULL OR se.type = $2)) - now()) * 1000)::float8 AS next_retry_in_ms
+           FROM subscription_events se WHERE se.subscription_id = $1 AND se.state = 'pending'`,
+    values: [subscription.id, type, subscription.retry_schedule]
   })
-  return rows[0] ?? { in_flight: 0, available: 0, available_of_type: 0 }
+  return rows[0] ?? { in_flight: 0, available: 0, available_of_type: 0, next_retry_in_ms: null }
 }
 
 export interface SubscriptionLeaseRequest {
@@ -264,8 +288,8 @@ export async function leasePending (client: Queryable, subscription: Subscriptio
              UPDATE subscription_events se
              SET lease_id = $2, leased_until = now() + make_interval(secs => $6), attempts = se.attempts + 1
              FROM (
-               SELECT txid, seq FROM subscription_events
-               WHERE subscription_id = $1 AND state = 'pending' AND (leased_until IS NULL OR leased_until <= now())
+               SELECT txid, seq FROM subscription_events se
+               WHERE subscription_id = $1 AND state = 'pending' AND ${availableNow('$7::int[]')}
                  AND attempts < $5 AND ($3::text IS NULL OR type = $3)
                ORDER BY txid, seq LIMIT $4
              ) available
@@ -276,7 +300,7 @@ export async function leasePending (client: Queryable, subscription: Subscriptio
                   leased.attempts AS lease_count, leased.leased_until
            FROM leased JOIN events e ON e.id = leased.event_id AND e.created_at = leased.event_created_at
            ORDER BY leased.txid, leased.seq`,
-    values: [subscription.id, request.leaseId, request.type, request.limit, subscription.max_attempts, request.leaseSeconds]
+    values: [subscription.id, request.leaseId, request.type, request.limit, subscription.max_attempts, request.leaseSeconds, subscription.retry_schedule]
   })
   return { events: rows, leasedUntil: rows[0]?.leased_until ?? null }
 }
@@ -300,7 +324,7 @@ export async function releasePending (db: Queryable, subscriptionId: string, lea
   const { rows } = await db.query<{ event_id: string, state: string }>({
     name: 'subscription-release',
     text: `UPDATE subscription_events
-           SET lease_id = NULL, leased_until = NULL,
+           SET lease_id = NULL, leased_until = CASE WHEN attempts >= $4 THEN NULL ELSE now() END,
                state = CASE WHEN attempts >= $4 THEN 'dead' ELSE 'pending' END,
                dead_at = CASE WHEN attempts >= $4 THEN now() END
            WHERE ${HELD_BY_LEASE} RETURNING event_id, state`,

@@ -42,7 +42,8 @@ export function toSubscriptionBody (row: SubscriptionRow, pending: PendingCounts
     position: encodeCursor({ txid: row.floor_txid, seq: row.floor_seq }),
     position_expired: row.position_expired_at !== null,
     position_expired_at: row.position_expired_at?.toISOString() ?? null,
-    pending: pending ?? { in_flight: 0, available: 0, dead: 0 },
+    retry_schedule: row.retry_schedule,
+    pending: pending ?? { in_flight: 0, available: 0, retrying: 0, dead: 0 },
     created_at: row.created_at.toISOString(),
     updated_at: row.updated_at.toISOString()
   }
@@ -73,7 +74,7 @@ export async function leaseFromSubscription (pool: Pool, organizationId: string,
     if (!found) throw subscriptionNotFound(id)
     if (found.paused) throw apiError('conflict', 'subscription_paused', `Subscription ${id} is paused; resume it with PATCH {"paused": false}`)
     let subscription = await compactSubscription(client, found)
-    const counts = await leaseCounts(client, subscription.id, request.type)
+    const counts = await leaseCounts(client, subscription, request.type)
     const tokens = await refillRateTokens(client, subscription.id)
     const room = Math.min(request.limit, subscription.max_in_flight - counts.in_flight, tokens === null ? Infinity : Math.floor(tokens))
     if (room <= 0) {
@@ -84,6 +85,8 @@ export async function leaseFromSubscription (pool: Pool, organizationId: string,
     subscription = await readUntilAvailable(client, subscription, room, counts, request.type)
     const leased = await leasePending(client, subscription, { ...request, limit: room })
     if (tokens !== null && leased.events.length > 0) await spendRateTokens(client, subscription.id, leased.events.length)
+    // Nothing now, but an event waiting out its retry schedule: a waiting lease looks again when it is due.
+    if (leased.events.length === 0 && counts.next_retry_in_ms !== null) return { ...leased, lookAgainInMs: Math.max(1, counts.next_retry_in_ms) }
     return leased
   })
 }
@@ -109,8 +112,9 @@ async function readUntilAvailable (client: PoolClient, subscription: Subscriptio
       replays ??= await readingReplays(client, subscription.id)
       const replay = replays[0]
       if (!replay) break
-      ;({ read, ofType } = await readReplayAhead(client, subscription, replay.id, want, type))
-      if (read < want) replays.shift()
+      const ahead = await readReplayAhead(client, subscription, replay.id, want, type)
+      ;({ read, ofType } = ahead)
+      if (ahead.complete) replays.shift()
     }
     available += read
     availableOfType += ofType

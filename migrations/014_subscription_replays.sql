@@ -6,6 +6,9 @@ ALTER TABLE subscriptions
   ADD COLUMN rate_limit_per_second integer CHECK (rate_limit_per_second > 0),
   ADD COLUMN rate_tokens double precision NOT NULL DEFAULT 0,
   ADD COLUMN rate_refilled_at timestamptz NOT NULL DEFAULT now(),
+  -- Seconds an event waits before it is handed out again after its n-th lease ended without an ack (the last entry
+  -- repeats); empty: at once.
+  ADD COLUMN retry_schedule integer[] NOT NULL DEFAULT '{}',
   -- Set when retention dropped events after the ack floor that the subscription had not acked: they are gone.
   ADD COLUMN position_expired_at timestamptz;
 
@@ -37,4 +40,4 @@ CREATE INDEX subscription_events_replay ON subscription_events (replay_id) WHERE
 DROP INDEX subscription_events_replay;
 ALTER TABLE subscription_events DROP COLUMN replay_id;
 DROP TABLE subscription_replays;
-ALTER TABLE subscriptions DROP COLUMN rate_limit_per_second, DROP COLUMN rate_tokens, DROP COLUMN rate_refilled_at, DROP COLUMN position_expired_at;
+ALTER TABLE subscriptions DROP COLUMN rate_limit_per_second, DROP COLUMN rate_tokens, DROP COLUMN rate_refilled_at, DROP COLUMN position_expired_at, DROP COLUMN retry_schedule;

@@ -6,6 +6,10 @@ const Name = Type.String({ minLength: 1, maxLength: 200, pattern: '^[^\\u0000]*$
 const MaxInFlight = Type.Integer({ minimum: 1, maximum: 10000, description: 'Events leased and not yet acked at once, across all leases' })
 const MaxAttempts = Type.Integer({ minimum: 1, maximum: 1000, description: 'Leases of an event without an ack before it is dead-lettered' })
 const RateLimit = Type.Integer({ minimum: 1, maximum: 100000, description: 'Events handed out per second at most, across leases (a bucket of one second\'s worth, empty when the subscription is made)' })
+const RetrySchedule = Type.Array(Type.Integer({ minimum: 0, maximum: 86400 }), {
+  maxItems: 20,
+  description: 'Seconds an event waits before it is handed out again after its n-th lease ended without an ack (ran out or released); the last entry repeats; empty: at once'
+})
 const POSITIONS = '"now", "beginning", an RFC 3339 date-time (not before the oldest retained day), or a cursor (a next_cursor of GET /api/inbox, or a subscription\'s position)'
 const positionOptions = { minLength: 1, maxLength: 100 }
 
@@ -19,7 +23,8 @@ export const CreateSubscriptionBody = Type.Object({
   start: Type.String({ ...positionOptions, default: 'now', description: `Where the subscription starts: ${POSITIONS}` }),
   max_in_flight: Type.Integer({ ...MaxInFlight, default: 1000 }),
   max_attempts: Type.Integer({ ...MaxAttempts, default: 5 }),
-  rate_limit_per_second: Type.Optional(RateLimit)
+  rate_limit_per_second: Type.Optional(RateLimit),
+  retry_schedule: Type.Optional(RetrySchedule)
 }, { additionalProperties: false })
 export type CreateSubscriptionBody = Static<typeof CreateSubscriptionBody>
 
@@ -29,12 +34,14 @@ export const UpdateSubscriptionBody = Type.Object({
   max_in_flight: Type.Optional(MaxInFlight),
   max_attempts: Type.Optional(MaxAttempts),
   rate_limit_per_second: Type.Optional(Type.Union([RateLimit, Type.Null()], { description: 'null removes the cap' })),
+  retry_schedule: Type.Optional(RetrySchedule),
   paused: Type.Optional(Type.Boolean({ description: 'A paused subscription leases nothing and keeps its position' }))
 }, { $id: 'UpdateSubscriptionBody', additionalProperties: false, minProperties: 1 })
 
 export const PendingCounts = Type.Object({
   in_flight: Type.Integer({ description: 'Leased and not yet acked' }),
-  available: Type.Integer({ description: 'Read from the log and not leased now (new, released, or whose lease expired)' }),
+  available: Type.Integer({ description: 'Read from the log and not leased now (new, released, or whose lease expired), ready to be leased' }),
+  retrying: Type.Integer({ description: 'Released or whose lease expired, waiting out the retry schedule' }),
   dead: Type.Integer({ description: 'Dead-lettered' })
 }, { $id: 'PendingCounts' })
 
@@ -46,6 +53,7 @@ export const Subscription = Type.Object({
   max_in_flight: Type.Integer(),
   max_attempts: Type.Integer(),
   rate_limit_per_second: Type.Union([Type.Integer(), Type.Null()], { description: 'Events handed out per second at most; null: no cap' }),
+  retry_schedule: Type.Array(Type.Integer(), { description: 'Seconds before an event is handed out again after its n-th unacked lease (the last repeats)' }),
   paused: Type.Boolean(),
   position: Type.String({ description: 'The ack floor as a cursor: every matching event up to it is acked or dead-lettered' }),
   position_expired: Type.Boolean({ description: 'Events after the position that the subscription had not acked were dropped by retention: it goes on from the oldest retained event. A seek clears it' }),

@@ -13,9 +13,10 @@ export interface Subscription {
   rate_limit_per_second: number | null
   position_expired: boolean
   position_expired_at: string | null
+  retry_schedule: number[]
   paused: boolean
   position: string
-  pending: { in_flight: number, available: number, dead: number }
+  pending: { in_flight: number, available: number, retrying: number, dead: number }
   created_at: string
   updated_at: string
 }

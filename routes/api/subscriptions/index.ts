@@ -34,9 +34,11 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     }
   }, async (request, reply) => {
     const organizationId = organizationOf(request).id
-    const { name, event_types: eventTypes, start, max_in_flight: maxInFlight, max_attempts: maxAttempts, rate_limit_per_second: rateLimit } = request.body
+    const { name, event_types: eventTypes, start, max_in_flight: maxInFlight, max_attempts: maxAttempts, rate_limit_per_second: rateLimit, retry_schedule: retrySchedule } = request.body
     const startPosition = parseStart(start, retentionDays)
-    const fields = { name: name ?? null, event_types: eventTypes ?? [], max_in_flight: maxInFlight, max_attempts: maxAttempts, rate_limit_per_second: rateLimit ?? null }
+    const fields = {
+      name: name ?? null, event_types: eventTypes ?? [], max_in_flight: maxInFlight, max_attempts: maxAttempts, rate_limit_per_second: rateLimit ?? null, retry_schedule: retrySchedule ?? []
+    }
     const row = await inTransaction(fastify.pg.pool, (client) => insertSubscriptionWithinLimit(client, organizationId, fields, startPosition, max))
     if (!row) throw apiError('conflict', 'subscription_limit_reached', `An organization may have at most ${max} subscriptions; delete one first`)
     return reply.code(201).header('location', `/api/subscriptions/${row.id}`).send(toSubscriptionBody(row, undefined))

@@ -62,7 +62,11 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     const requested = requestedIds(request.body.event_ids)
     const acknowledged = await acknowledgePending(fastify.pg, subscription.id, request.body.lease_id, requested)
     // The floor moves past what was acked now, unless a lease holds the row (it moves it anyway); GET compacts too.
-    if (acknowledged.length > 0) await compactWhenFree(fastify.pg.pool, organizationId, subscription.id)
+    // The acks are committed: a failed compaction must not answer the client as if they were not.
+    if (acknowledged.length > 0) {
+      await compactWhenFree(fastify.pg.pool, organizationId, subscription.id)
+        .catch((error: unknown) => request.log.warn({ err: error }, 'compaction after an ack failed; the next lease compacts'))
+    }
     const done = new Set(acknowledged)
     return { acknowledged, not_found: (requested ?? []).filter((id) => !done.has(id)) }
   })

@@ -320,3 +320,34 @@ t.test('10 concurrent consumers share one subscription\'s 1 000 events: each han
   t.same(await lease(app, organization, subscription.id), NIL_LEASE)
   t.equal(await checkedOutAfterSettling(app), 0, 'no pool client checked out')
 })
+
+t.test('a retry schedule holds a released or expired event back for its wait, and a waiting lease gets it when due', async (t) => {
+  const app = await buildTestApp(t)
+  const organization = await createOrganization(app)
+  const subscription = await createSubscription(app, organization, { retry_schedule: [1, 3600] })
+  t.same(subscription.retry_schedule, [1, 3600])
+  const [event] = await sendEvents(app, organization, times(1))
+  const first = await leaseSome(app, organization, subscription.id)
+  t.same(idsOf(first), [event])
+  await release(app, organization, subscription.id, { lease_id: first.lease_id })
+  t.same(await lease(app, organization, subscription.id), NIL_LEASE, 'not at once after the first release: it waits 1 s')
+  t.match(await getSubscription(app, organization, subscription.id), { pending: { in_flight: 0, available: 0, retrying: 1 } })
+
+  // No event arrives while this lease waits: only the schedule's due time can end its wait with the event.
+  const second = await lease(app, organization, subscription.id, { wait_seconds: 20 })
+  t.same(idsOf(second), [event], 'handed out again once its wait is over')
+  t.equal(second.events[0]?.lease_count, 2)
+
+  // A lease that runs out counts as one ended unacked: after the second, the wait is an hour.
+  await request(app, organization, 'POST', `/api/subscriptions/${subscription.id}/extend`, { lease_id: second.lease_id, lease_seconds: 1 })
+  await waitFor('the lease to run out', async () => (await getSubscription(app, organization, subscription.id)).pending.retrying === 1)
+  t.same(await lease(app, organization, subscription.id), NIL_LEASE, 'an hour to wait')
+  const patched = await request(app, organization, 'PATCH', `/api/subscriptions/${subscription.id}`, { retry_schedule: [] })
+  t.same(patched.json<Subscription>().retry_schedule, [])
+  t.same(idsOf(await lease(app, organization, subscription.id)), [event], 'a new schedule applies to events already waiting')
+
+  for (const retry_schedule of [[-1], [86401], Array.from({ length: 21 }, () => 1)]) {
+    const refused = await request(app, organization, 'POST', '/api/subscriptions', { kind: 'pull', retry_schedule })
+    t.equal(refused.statusCode, 400, `retry_schedule ${JSON.stringify(retry_schedule).slice(0, 20)} refused`)
+  }
+})

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { buildTestApp } from '../support/helpers.js'
+import { buildTestApp } from '../../support/helpers.js'
 
 const STATS_TOKEN = 'stats-token-for-tests-0123456789'
 

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { buildTestApp } from '../support/helpers.js'
+import { buildTestApp } from '../../support/helpers.js'
 
 t.test('GET /health answers ok without the database', async (t) => {
   const app = await buildTestApp(t)
