@@ -11,8 +11,17 @@ import { ref } from '../../../schemas/ref.js'
  * the token only free keys can be made, so an open server hands out nothing worth more than the free budget.
  */
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
+  // X-Admin-Token is checked in onRequest, before the body is read: a refusal is sent at once and its connection
+  // closed (app.ts), however slowly the client sends the body. It goes after the route's other onRequest hooks,
+  // the rate limiter's among them (its onRoute hook, registered before this plugin's, adds it), so a refused
+  // attempt is still counted against its address.
+  fastify.addHook('onRoute', (route) => {
+    const existing = route.onRequest
+    const hooks = existing === undefined ? [] : Array.isArray(existing) ? existing : [existing]
+    route.onRequest = [...hooks, fastify.requireAdminToken]
+  })
+
   fastify.post('/keys/generate', {
-    preValidation: fastify.requireAdminToken,
     schema: {
       operationId: 'generateKey',
       tags: ['keys'],

@@ -1,7 +1,7 @@
 import t from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { randomUUID } from 'node:crypto'
-import { buildTestApp, createOrganization, sendEvent } from '../../support/helpers.js'
+import { buildTestApp, createOrganization, sendEvent, TEST_ADMIN_TOKEN } from '../../support/helpers.js'
 
 /** Every operation with its operationId: clients generated from the document name their methods after these. */
 const OPERATIONS: Array<[string, string, string]> = [
@@ -207,8 +207,9 @@ t.test('what routes answer to a wrong body, no key and a spent budget is what th
   // Unmetered and keyless: liveness and metrics answer whatever the budget.
   const operations = operationsOf(document).filter(({ path }) => path !== '/health' && path !== '/metrics')
   const documents = (operation: Operation, status: number) => Object.hasOwn(operation.responses, String(status))
-  // Keyed routes refuse a request without a key before its body is read: bodies are judged with a key.
-  const { headers: keyHeaders } = await createOrganization(app)
+  // Keyed routes refuse a request without a key before its body is read, and key generation one without the
+  // admin token: bodies are judged with both.
+  const keyHeaders = { ...(await createOrganization(app)).headers, 'x-admin-token': TEST_ADMIN_TOKEN }
   for (const { method, path, operation } of operations) {
     const url = concreteUrl(path)
     const verb = method.toUpperCase() as 'GET' | 'POST' | 'PATCH' | 'DELETE'
