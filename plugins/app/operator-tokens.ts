@@ -6,7 +6,7 @@ import { bearerTokenOf, tokenAccepted } from '../../lib/tokens.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** preValidation hook for admin-only routes; open when ADMIN_TOKEN is unset. */
+    /** Hook for admin-only routes (key generation runs it in onRequest, before the body); open when ADMIN_TOKEN is unset. */
     requireAdminToken: (request: FastifyRequest) => Promise<void>
     /** preValidation hook for /stats/*; open when STATS_TOKEN is unset. */
     requireStatsToken: (request: FastifyRequest) => Promise<void>
@@ -15,7 +15,7 @@ declare module 'fastify' {
   }
 }
 
-/** A preValidation hook that requires `expected` (when configured) as read by `given`. */
+/** A request hook (onRequest or preValidation) that requires `expected` (when configured) as read by `given`. */
 function requireToken (expected: string | undefined, given: (request: FastifyRequest) => unknown, refusal: () => HttpError) {
   return async (request: FastifyRequest): Promise<void> => {
     if (!tokenAccepted(expected, given(request))) throw refusal()
