@@ -9,7 +9,7 @@ export interface Organization {
 const CALL_TIMEOUT_MS = 10_000
 
 interface CallOptions {
-  method?: 'GET' | 'POST'
+  method?: 'GET' | 'POST' | 'PATCH'
   body?: string
   headers?: Record<string, string>
   key?: string
@@ -65,6 +65,73 @@ export async function leaseWaiting (baseUrl: string, organization: Organization,
     signal: AbortSignal.timeout(waitSeconds * 1000 + CALL_TIMEOUT_MS)
   })
   return (await response.json() as { events: unknown[] }).events.length
+}
+
+/** Sends up to 100 events in one batch; returns their ids in order (throws unless every one was accepted). */
+export async function sendBatch (baseUrl: string, organization: Organization, events: Array<{ type: string, dedup_id: string }>): Promise<string[]> {
+  const response = await call(`${baseUrl}/api/events/batch`, {
+    method: 'POST',
+    expect: 200,
+    key: organization.key,
+    body: JSON.stringify({ events: events.map((event) => ({ ...event, source: 'faults', payload: { batch: true } })) })
+  })
+  const body = await response.json() as { accepted: number, results: Array<{ status: string, event_id?: string, error?: string }> }
+  const ids = body.results.map((result) => result.status === 'accepted' ? result.event_id : undefined)
+  if (ids.length !== events.length || ids.some((id) => id === undefined)) {
+    throw new Error(`batch: ${body.accepted} of ${events.length} accepted (${body.results.find((result) => result.status !== 'accepted')?.error ?? 'ids missing'})`)
+  }
+  return ids as string[]
+}
+
+export interface SubscriptionSettings {
+  name?: string
+  event_types?: string[]
+  start?: string
+  max_attempts?: number
+  rate_limit_per_second?: number | null
+}
+
+/** Creates a pull subscription; returns its id. */
+export async function createSubscription (baseUrl: string, organization: Organization, settings: SubscriptionSettings): Promise<string> {
+  const response = await call(`${baseUrl}/api/subscriptions`, {
+    method: 'POST', expect: 201, key: organization.key, body: JSON.stringify({ kind: 'pull', ...settings })
+  })
+  return (await response.json() as { id: string }).id
+}
+
+export async function updateSubscription (baseUrl: string, organization: Organization, id: string, settings: Omit<SubscriptionSettings, 'start'>): Promise<void> {
+  const response = await call(`${baseUrl}/api/subscriptions/${id}`, { method: 'PATCH', expect: 200, key: organization.key, body: JSON.stringify(settings) })
+  await response.body?.cancel()
+}
+
+export interface SubscriptionState {
+  rate_limit_per_second: number | null
+  pending: { in_flight: number, available: number, dead: number }
+}
+
+export async function readSubscription (baseUrl: string, organization: Organization, id: string): Promise<SubscriptionState> {
+  const response = await call(`${baseUrl}/api/subscriptions/${id}`, { expect: 200, key: organization.key })
+  return await response.json() as SubscriptionState
+}
+
+export interface ReplayState {
+  replay_id: string
+  total: number
+  done: number
+  status: 'running' | 'finished' | 'cancelled'
+}
+
+/** Replays [from, to) to the subscription (202); returns the replay as started. */
+export async function startReplay (baseUrl: string, organization: Organization, id: string, from: Date, to: Date): Promise<ReplayState> {
+  const response = await call(`${baseUrl}/api/subscriptions/${id}/replay`, {
+    method: 'POST', expect: 202, key: organization.key, body: JSON.stringify({ from: from.toISOString(), to: to.toISOString() })
+  })
+  return await response.json() as ReplayState
+}
+
+export async function readReplay (baseUrl: string, organization: Organization, id: string, replayId: string): Promise<ReplayState> {
+  const response = await call(`${baseUrl}/api/subscriptions/${id}/replays/${replayId}`, { expect: 200, key: organization.key })
+  return await response.json() as ReplayState
 }
 
 /** The organization's remaining rate-limit budget as this instance reports it (undefined: no header). */

@@ -26,6 +26,37 @@ export async function missingEvents (eventIds: string[]): Promise<string[]> {
   })
 }
 
+/** Of the given events, those not stored under the organization (another's, or none at all). */
+export async function eventsOutside (eventIds: string[], organizationId: string): Promise<string[]> {
+  return await withClient(async (client) => {
+    const { rows } = await client.query<{ id: string }>(
+      `SELECT id FROM unnest($1::uuid[]) AS given(id)
+       WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.id = given.id AND e.organization_id = $2)`, [eventIds, organizationId])
+    return rows.map((row) => row.id)
+  })
+}
+
+/**
+ * What the database shows of events a subscription never handed out: each one's position and its row in the
+ * subscription's state, if any, beside the subscription's floor and frontier. Evidence for a failed check.
+ */
+export async function subscriptionEvidence (subscriptionId: string, eventIds: string[]): Promise<string[]> {
+  return await withClient(async (client) => {
+    const { rows: [subscription] } = await client.query<{ floor: string, frontier: string }>(
+      `SELECT floor_txid::text || '/' || floor_seq AS floor, frontier_txid::text || '/' || frontier_seq AS frontier
+       FROM subscriptions WHERE id = $1`, [subscriptionId])
+    const { rows } = await client.query<{ id: string, type: string, created_at: Date, position: string, state: string | null, attempts: number | null }>(
+      `SELECT e.id, e.type, e.created_at, e.txid::text || '/' || e.seq AS position, se.state, se.attempts
+       FROM events e LEFT JOIN subscription_events se ON se.subscription_id = $1 AND se.event_id = e.id
+       WHERE e.id = ANY($2::uuid[]) ORDER BY e.txid, e.seq`, [subscriptionId, eventIds])
+    return [
+      subscription === undefined ? 'the subscription is gone' : `subscription floor ${subscription.floor}, frontier ${subscription.frontier} (txid/seq)`,
+      ...rows.map((row) => `${row.id} (${row.type}, created ${row.created_at.toISOString()}, at ${row.position}): ` +
+        (row.state === null ? 'no row in the subscription\'s state' : `${row.state} after ${row.attempts ?? 0} leases`))
+    ]
+  })
+}
+
 export interface DeliveryTally {
   delivered: number
   failed: number

@@ -46,7 +46,7 @@ export interface LoadResult {
 
 const SAMPLES = 3
 
-function emptyTally (): InstanceTally {
+export function emptyTally (): InstanceTally {
   return { ok: 0, status503: 0, other5xx: 0, otherStatus: 0, connectionErrors: 0, timeouts: 0, samples: [], samples503: [] }
 }
 

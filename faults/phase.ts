@@ -38,6 +38,8 @@ export interface PhaseResult {
   acked: string[]
   /** Those of a hooked type: each must reach the healthy receiver. */
   hookedAcked: string[]
+  /** Those sent to the load's organization (all but the long poll's probe): its subscriptions must hand each out. */
+  organizationAcked: string[]
   /** Instances the phase killed on purpose: their connection errors are expected. */
   killed: string[]
   /** What the phase takes down that ingest needs (so 503 answers are expected); undefined: none may come. */
@@ -58,6 +60,11 @@ export interface PhaseSpec {
    * unavailable). In any other phase a 503 fails it.
    */
   outage?: string
+  /**
+   * One of the faults a replay and a backfill must come through (issue 21): both must be under way from the
+   * phase's start to its end, which is checked, so that the fault hits them mid-way.
+   */
+  duringSubscriptionReads?: boolean
   /** Injects the fault while the load runs, and waits for recovery. */
   during: (context: Context, load: Load, result: PhaseResult) => Promise<void>
   /** Checks made after the load stopped. */
@@ -80,7 +87,7 @@ export async function runPhase (context: Context, spec: PhaseSpec): Promise<Phas
   console.log(`\n== ${spec.name}`)
   const since = Date.now()
   const result: PhaseResult = {
-    name: spec.name, startedAt: since, load: undefined, acked: [], hookedAcked: [], killed: [], outage: spec.outage, recovery: [], wakeUp: [], notes: []
+    name: spec.name, startedAt: since, load: undefined, acked: [], hookedAcked: [], organizationAcked: [], killed: [], outage: spec.outage, recovery: [], wakeUp: [], notes: []
   }
   const offsets = await logOffsets(context)
   const load = startLoad(context, spec)
@@ -94,6 +101,7 @@ export async function runPhase (context: Context, spec: PhaseSpec): Promise<Phas
     result.load = await load.stop()
     result.acked.push(...result.load.acked)
     result.hookedAcked.push(...result.load.hookedAcked)
+    result.organizationAcked.push(...result.load.acked)
   }
   await superviseProcesses(context, spec.name, since, offsets)
   try {

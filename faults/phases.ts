@@ -30,6 +30,7 @@ const SETTLE_MAX_MS = 300_000
 export const killApi: PhaseSpec = {
   id: 'kill-api',
   name: 'kill -9 API instance',
+  duringSubscriptionReads: true,
   async during (context, _load, result) {
     const [api] = instances(context)
     const killedAt = Date.now()
@@ -46,6 +47,7 @@ export const restartDatabase: PhaseSpec = {
   id: 'restart-pg',
   name: 'PostgreSQL restart',
   outage: 'PostgreSQL restarts',
+  duringSubscriptionReads: true,
   async during (context, _load, result) {
     const started = Date.now()
     await restartPostgres()
@@ -90,6 +92,7 @@ export const restartRedis: PhaseSpec = {
 export const killWorker: PhaseSpec = {
   id: 'kill-worker',
   name: 'kill -9 worker mid-send',
+  duringSubscriptionReads: true,
   async during (context, _load, result) {
     const { healthy, cluster: { worker } } = context
     healthy.delayMs = SLOW_RECEIVER_MS

@@ -5,12 +5,15 @@ import path from 'node:path'
 import type { Check } from './checks.js'
 import type { PhaseRow } from './final.js'
 import type { PhaseResult } from './phase.js'
+import type { SubscriptionReport, SubscriptionRow } from './subscriptions.js'
 
 export interface Report {
   settings: string
   rows: PhaseRow[]
   phases: PhaseResult[]
   checks: Check[]
+  /** Undefined when the run ended before the subscriptions were judged. */
+  subscriptions: SubscriptionReport | undefined
   logDir: string
 }
 
@@ -25,6 +28,21 @@ function row (phase: PhaseRow): string {
     `${phase.connectionErrors} | ${phase.recovery} | ${phase.wakeUp} | ${delivered} / ${failed} / ${pending} | ${phase.duplicates} |`
 }
 
+const SUBSCRIPTION_HEADER = [
+  '| subscription | reads | acknowledged events to hand out | handed out | lost | duplicates | also handed out (answer to the load cut off) | leases / events acked | 503 | other non-2xx | connection errors |',
+  '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |'
+]
+
+function subscriptionRow (row: SubscriptionRow): string {
+  return `| ${row.name} | ${row.reads} | ${row.expected} | ${row.received} | ${row.lost} | ${row.duplicates} | ${row.beyond} | ${row.leasesAndAcks} | ` +
+    `${row.status503} | ${row.otherErrors} | ${row.connectionErrors} |`
+}
+
+function renderSubscriptions (report: SubscriptionReport | undefined): string[] {
+  if (report === undefined) return []
+  return ['', ...SUBSCRIPTION_HEADER, ...report.rows.map(subscriptionRow), '', ...report.notes.map((note) => `- subscriptions: ${note}`)]
+}
+
 export function renderReport (report: Report): string {
   const failed = report.checks.filter((check) => !check.ok)
   const notes = report.phases.flatMap((phase) => phase.notes.map((note) => `- ${phase.name}: ${note}`))
@@ -34,6 +52,7 @@ export function renderReport (report: Report): string {
     '',
     ...HEADER,
     ...report.rows.map(row),
+    ...renderSubscriptions(report.subscriptions),
     '',
     ...notes,
     '',

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url'
 import { createOrganization, createWebhook } from './api.js'
 import { Checks, errorMessage } from './checks.js'
 import { startCluster } from './cluster.js'
+import { abandonConsumers } from './consumer.js'
 import { deleteOrganizations, serverVersion } from './database.js'
 import { checkPhase, checkPoolNumbers, checkServerConnections, settleDeliveries, type PhaseRow } from './final.js'
 import { runPhase, type Context, type FaultyEndpoint, type PhaseResult } from './phase.js'
@@ -13,6 +14,7 @@ import { killAllNow, stopAll } from './processes.js'
 import { Receiver } from './receivers.js'
 import { renderReport, saveReport } from './report.js'
 import { ensureServices } from './services.js'
+import { SubscriptionReads } from './subscriptions.js'
 import {
   CLAIM_SECONDS, CONNECTIONS, DATABASE_URL, HOOK_EVERY, POLL_INTERVAL_MS, POOL_MAX, REQUESTS_PER_SECOND, RETRY_SCHEDULE, RUN_ID, TYPES,
   WEBHOOK_TIMEOUT_MS
@@ -35,6 +37,7 @@ async function cleanup (): Promise<void> {
     const step = async (what: string, work: () => Promise<void>) => {
       await work().catch((error: unknown) => console.error(`cleanup: ${what}: ${errorMessage(error)}`))
     }
+    await step('stopping the subscription consumers', abandonConsumers)
     await step('stopping the services', stopAll)
     await step('closing the receivers', async () => { await Promise.all(receivers.map((receiver) => receiver.close())) })
     await step('restarting PostgreSQL and Redis', ensureServices)
@@ -79,15 +82,24 @@ async function run (checks: Checks): Promise<string | undefined> {
   const logDir = await mkdtemp(path.join(os.tmpdir(), `triggers-faults-${RUN_ID}-`))
   console.log(`fault suite ${RUN_ID}: service logs in ${logDir}`)
   const context = await prepare(checks, logDir)
+  const subscriptions = await SubscriptionReads.start(context)
   const phases: PhaseResult[] = []
-  for (const spec of PHASES) phases.push(await runPhase(context, spec))
+  for (const spec of PHASES) {
+    const before = await subscriptions.progress()
+    const phase = await runPhase(context, spec)
+    subscriptions.notePhase(checks, spec, phase, before, await subscriptions.progress())
+    phases.push(phase)
+  }
   console.log('\n== final checks')
+  await subscriptions.liftCaps()
   await settleDeliveries(context)
+  // Before the connection checks: the consumers' calls would be busy connections.
+  const subscriptionReport = await subscriptions.finish(checks, phases)
   const rows: PhaseRow[] = []
   for (const phase of phases) rows.push(await checkPhase(context, phase))
   await checkPoolNumbers(context)
   await checkServerConnections(context)
-  return renderReport({ settings: await settings(), rows, phases, checks: checks.list, logDir })
+  return renderReport({ settings: await settings(), rows, phases, checks: checks.list, subscriptions: subscriptionReport, logDir })
 }
 
 async function main (): Promise<number> {

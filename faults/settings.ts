@@ -33,9 +33,13 @@ export const CLAIM_SECONDS = Math.ceil(WEBHOOK_TIMEOUT_MS / 1000) + 5
 export const POLL_INTERVAL_MS = 60_000
 export const ENDPOINT_CONCURRENCY = 32
 
-/** Event types: the healthy endpoint takes `faults.hook.*`, the faulty receivers only `faults.hook.faulty`. */
+/**
+ * Event types: the healthy endpoint takes `faults.hook.*`, the faulty receivers only `faults.hook.faulty`; no
+ * webhook takes `faults.prep`, the events sent before the phases for the subscriptions.
+ */
 export const TYPES = {
   plain: 'faults.load',
+  prep: 'faults.prep',
   hooked: 'faults.hook.load',
   faulty: 'faults.hook.faulty',
   wakeUp: 'faults.hook.wakeup'

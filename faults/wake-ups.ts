@@ -72,6 +72,7 @@ export async function checkWebhookWakeUp (context: Context, phase: string, resul
   const eventId = await sendEvent(a.baseUrl, context.organization, TYPES.wakeUp, `${RUN_ID}-webhook-wake-up-${randomUUID()}`)
   result.acked.push(eventId)
   result.hookedAcked.push(eventId)
+  result.organizationAcked.push(eventId)
   // Waited for only while a receipt can still be told apart from the poll's.
   const waitFrom = Date.now()
   const waitedMs = await context.healthy.waitFor(eventId, Math.max(0, pollNotBefore - waitFrom))
