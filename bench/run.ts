@@ -18,6 +18,7 @@ import { describeRetentionDrop, dropFilledPartition, fillDayPartition } from './
 import { benchFailures, renderReport, saveReport, type Report, type ScenarioResult, type SoakResult } from './report.js'
 import { peakMb, sampleRss, startServer, type BenchServer } from './server.js'
 import { describeSubscriptionDrain, measureSubscriptionDrain } from './subscription-drain.js'
+import { DEFAULT_REPLAY_RATE, describeSubscriptionReplay, measureSubscriptionReplay, subscriptionReplayEvents } from './subscription-replay.js'
 
 /**
  * `npm run bench`: the ingest scenarios against the production build, each after a warm-up, a soak
@@ -38,7 +39,7 @@ const PROFILE_DIR = '.data/bench-profile'
 const RESULTS_DIR = 'bench/results'
 const WEBHOOKS_PER_ORGANIZATION = 2
 const SCENARIOS = [
-  'raw', 'ingest', 'ingest+webhooks', 'ingest+webhooks+delivery', 'duplicates', 'batch', 'subscription-drain', 'ingest-2-processes', ...DELIVERY_SCENARIOS,
+  'raw', 'ingest', 'ingest+webhooks', 'ingest+webhooks+delivery', 'duplicates', 'batch', 'subscription-drain', 'subscription-replay', 'ingest-2-processes', ...DELIVERY_SCENARIOS,
   'delivery-backlog', 'retention-drop', 'overload'
 ] as const
 type ScenarioName = typeof SCENARIOS[number]
@@ -49,6 +50,8 @@ const BACKLOG_ROWS = positiveNumber(process.env.BENCH_BACKLOG_ROWS, 1_000_000)
 const PACED_ROUNDS = Math.round(positiveNumber(process.env.BENCH_PACED_ROUNDS, 3))
 const RETENTION_DROP_ROWS = positiveNumber(process.env.BENCH_RETENTION_DROP_ROWS, 1_000_000)
 const OVERLOAD_CONNECTIONS = overloadConnections(process.env.BENCH_OVERLOAD_CONNECTIONS)
+const REPLAY_EVENTS = Math.round(positiveNumber(process.env.BENCH_REPLAY_EVENTS, subscriptionReplayEvents(DURATION_SECONDS)))
+const REPLAY_RATE = Math.round(positiveNumber(process.env.BENCH_REPLAY_RATE, DEFAULT_REPLAY_RATE))
 
 const LOG_LEVEL = process.env.LOG_LEVEL ?? 'info'
 
@@ -308,6 +311,7 @@ async function runIngestScenarios (databaseUrl: string, receiverUrl: string): Pr
       if (!SELECTED.has(name)) continue
       if (name === 'raw') results.push(await measureRaw(server, databaseUrl))
       else if (name === 'subscription-drain') results.push(await measureSubscriptionDrain(server, databaseUrl, DURATION_SECONDS, WARM_UP_SECONDS))
+      else if (name === 'subscription-replay') results.push(await measureSubscriptionReplay(server, databaseUrl, REPLAY_EVENTS, REPLAY_RATE))
       else if (spec) results.push(await measureHttp(server, databaseUrl, spec))
     }
     if (SELECTED.has('retention-drop')) results.push(...await measureRetentionDrop(server, databaseUrl))
@@ -376,6 +380,7 @@ function describeDelivery (): string {
   const parts = [
     DELIVERY_SCENARIOS.some((name) => SELECTED.has(name)) ? describeDeliveryScenarios(DURATION_SECONDS, PACED_ROUNDS) : '',
     SELECTED.has('subscription-drain') ? describeSubscriptionDrain(DURATION_SECONDS) : '',
+    SELECTED.has('subscription-replay') ? describeSubscriptionReplay(REPLAY_EVENTS, REPLAY_RATE) : '',
     SELECTED.has('delivery-backlog') ? describeBacklog(BACKLOG_ROWS) : '',
     SELECTED.has('retention-drop') ? describeRetentionDrop(RETENTION_DROP_ROWS) : ''
   ]
