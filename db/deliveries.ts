@@ -1,4 +1,5 @@
 import type { Pool } from 'pg'
+import type { AttemptStatus } from '../schemas/webhooks.js'
 import type { Queryable } from './queryable.js'
 import { inTransaction } from './transaction.js'
 
@@ -42,7 +43,7 @@ export interface AttemptOutcome {
 export interface AttemptRow {
   event_id: string
   attempt: number
-  status: 'succeeded' | 'failed'
+  status: AttemptStatus
   response_status: number | null
   error: string | null
   duration_ms: number
@@ -137,12 +138,16 @@ export interface EventKey {
   created_at: string
 }
 
-export type DeliveryStatus = 'pending' | 'delivered' | 'failed'
+/**
+ * A deliveries row's status: where one event's delivery to one endpoint stands. An event's delivery_status
+ * (schemas/events.ts) sums up those of its rows.
+ */
+export type DeliveryRowStatus = 'pending' | 'delivered' | 'failed'
 
 /** An outcome its delivery took (it was still pending), with that delivery's endpoint, event and new status. */
 export interface RecordedAttempt extends AttemptOutcome {
   webhook_id: string
-  status: DeliveryStatus
+  status: DeliveryRowStatus
 }
 
 /**
@@ -204,7 +209,7 @@ export async function lockEvents (db: Queryable, events: EventKey[]): Promise<vo
  */
 export async function updateDeliveries (db: Queryable, outcomes: AttemptOutcome[]): Promise<RecordedAttempt[]> {
   if (outcomes.length === 0) return []
-  const { rows } = await db.query<{ n: number, event_id: string, webhook_id: string, status: DeliveryStatus }>({
+  const { rows } = await db.query<{ n: number, event_id: string, webhook_id: string, status: DeliveryRowStatus }>({
     name: 'update-deliveries',
     text: `UPDATE deliveries d SET attempts = o.attempt, claimed_until = NULL,
              status = CASE WHEN o.succeeded THEN 'delivered' WHEN o.next_attempt_at IS NULL THEN 'failed' ELSE 'pending' END,

@@ -1,4 +1,4 @@
-import type { DeliveryStatus, EventStatus } from '../schemas/events.js'
+import type { DeliveryStatus, EventStatus, InitialDeliveryStatus } from '../schemas/events.js'
 import type { Queryable } from './queryable.js'
 
 export interface NewEvent {
@@ -57,7 +57,7 @@ export interface InboxFilter {
 const COLUMNS = 'id, seq, txid, type, payload, dedup_id, source, status, delivery_status, created_at, acknowledged_at'
 
 export interface InsertedEvent extends StoredEventRef {
-  delivery_status: 'none' | 'pending'
+  delivery_status: InitialDeliveryStatus
 }
 
 /**

@@ -11,6 +11,9 @@ export const DeliveryStatus = Type.Enum(DELIVERY_STATUSES, {
   description: "Push state: none when no webhook matched, else from each endpoint's latest delivery (failed if any failed, pending if any is pending, delivered when all are)"
 })
 export type DeliveryStatus = Static<typeof DeliveryStatus>
+/** An event's delivery_status as it is stored: pending when a webhook matched, else none. */
+export const INITIAL_DELIVERY_STATUSES = ['none', 'pending'] as const satisfies readonly DeliveryStatus[]
+export type InitialDeliveryStatus = typeof INITIAL_DELIVERY_STATUSES[number]
 
 export const EventInput = Type.Object({
   type: Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9._:-]+$', examples: ['order.created'] }),
@@ -29,7 +32,7 @@ export const EventAccepted = Type.Object({
   status: Type.Enum(['accepted', 'duplicate']),
   type: Type.String(),
   created_at: timestamp,
-  delivery_status: Type.Optional(Type.Enum(['none', 'pending'], { description: 'Accepted events only: whether webhooks matched (GET the event for its current states)' }))
+  delivery_status: Type.Optional(Type.Enum(INITIAL_DELIVERY_STATUSES, { description: 'Accepted events only: whether webhooks matched (GET the event for its current states)' }))
 }, { $id: 'EventAccepted' })
 export type EventAccepted = Static<typeof EventAccepted>
 
@@ -51,7 +54,7 @@ export const BatchItemResult = Type.Object({
   index: Type.Integer(),
   status: Type.Enum(['accepted', 'duplicate', 'rejected']),
   event_id: Type.Optional(EventId),
-  delivery_status: Type.Optional(Type.Enum(['none', 'pending'], { description: 'Accepted items only: whether webhooks matched' })),
+  delivery_status: Type.Optional(Type.Enum(INITIAL_DELIVERY_STATUSES, { description: 'Accepted items only: whether webhooks matched' })),
   error: Type.Optional(Type.String())
 }, { $id: 'BatchItemResult' })
 

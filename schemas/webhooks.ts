@@ -1,4 +1,4 @@
-import { Type } from 'typebox'
+import { Type, type Static } from 'typebox'
 import { EventTypes, Uuid as Id, Timestamp as timestamp } from './common.js'
 import { ref } from './ref.js'
 
@@ -34,16 +34,21 @@ export const Webhook = Type.Object({
 
 export const WebhookList = Type.Object({ webhooks: Type.Array(ref(Webhook)) }, { $id: 'WebhookList' })
 
+const ATTEMPT_STATUSES = ['succeeded', 'failed'] as const
+/** The outcome of one attempt to deliver an event to an endpoint. */
+export const AttemptStatus = Type.Enum(ATTEMPT_STATUSES)
+export type AttemptStatus = Static<typeof AttemptStatus>
+
 export const DeliveriesQuery = Type.Object({
   limit: Type.Integer({ minimum: 1, maximum: 100, default: 50 }),
   cursor: Type.Optional(Type.String({ pattern: '^[0-9]{1,19}$', description: 'next_cursor of the previous page' })),
-  status: Type.Optional(Type.Enum(['succeeded', 'failed']))
+  status: Type.Optional(AttemptStatus)
 }, { additionalProperties: false })
 
 export const Delivery = Type.Object({
   event_id: Id,
   attempt: Type.Integer(),
-  status: Type.Enum(['succeeded', 'failed']),
+  status: AttemptStatus,
   response_status: Type.Union([Type.Integer(), Type.Null()]),
   error: Type.Union([Type.String(), Type.Null()]),
   duration_ms: Type.Integer(),

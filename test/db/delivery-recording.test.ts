@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify'
 import type { PoolClient, QueryConfig } from 'pg'
 import {
   finishedEvents, lockEvents, logAttempts, planKeyLookups, recordAttempts, settleEventStates, updateDeliveries, updateFailureStreaks,
-  type DeliveryStatus, type EventKey, type RecordedAttempt
+  type DeliveryRowStatus, type EventKey, type RecordedAttempt
 } from '../../db/deliveries.js'
 import type { Queryable } from '../../db/queryable.js'
 import { inTransaction } from '../../db/transaction.js'
@@ -20,7 +20,7 @@ interface DeliveryRow {
   event_id: string
   event_created_at: string
   webhook_id: string
-  status: DeliveryStatus
+  status: DeliveryRowStatus
   attempts: number
   next_attempt_at: Date
   claimed_until: Date | null
@@ -108,7 +108,7 @@ async function attemptsOf (app: FastifyInstance, eventId: string): Promise<Attem
 
 /** An attempt as updateDeliveries hands it on, for the statements after it. */
 function recorded (delivery: DeliveryRow, result: 'succeeded' | 'retry' | 'failed', attemptedAt = new Date()): RecordedAttempt {
-  const status: DeliveryStatus = result === 'succeeded' ? 'delivered' : result === 'retry' ? 'pending' : 'failed'
+  const status: DeliveryRowStatus = result === 'succeeded' ? 'delivered' : result === 'retry' ? 'pending' : 'failed'
   return { ...attemptOutcome(delivery, result, attemptedAt), webhook_id: delivery.webhook_id, status }
 }
 
@@ -282,8 +282,8 @@ t.test('updateFailureStreaks: finished deliveries move their endpoints\' streaks
 t.test('settleEventStates: each endpoint\'s latest delivery decides the event\'s delivery_status', async (t) => {
   const f = await fixture(t)
   const [hookA, hookB] = [await addWebhook(t, f), await addWebhook(t, f)]
-  const setStatus = async (delivery: DeliveryRow, status: DeliveryStatus) => await f.app.pg.query('UPDATE deliveries SET status = $2 WHERE id = $1', [delivery.id, status])
-  const scenario = async (statuses: [DeliveryStatus, DeliveryStatus]) => {
+  const setStatus = async (delivery: DeliveryRow, status: DeliveryRowStatus) => await f.app.pg.query('UPDATE deliveries SET status = $2 WHERE id = $1', [delivery.id, status])
+  const scenario = async (statuses: [DeliveryRowStatus, DeliveryRowStatus]) => {
     const { event, deliveries } = await eventTo(f, [hookA, hookB])
     for (const [i, delivery] of deliveries.entries()) await setStatus(delivery, statuses[i] ?? 'pending')
     return { event, deliveries: await deliveriesOf(f.app, event.id) }
