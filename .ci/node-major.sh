@@ -5,7 +5,7 @@
 # that Node gives no EBADENGINE warning, builds, and runs `node dist/scripts/test.js` against DATABASE_URL /
 # REDIS_URL (CI: the machine's PostgreSQL and Redis; unset: the suite's embedded PostgreSQL).
 # Usage: [DATABASE_URL=…] [REDIS_URL=…] .ci/node-major.sh [command, default `node dist/scripts/test.js`]
-#   e.g. .ci/node-major.sh node dist/scripts/test.js test/health.test.ts, or .ci/node-major.sh bash .ci/pgbouncer.sh
+#   e.g. .ci/node-major.sh node dist/scripts/test.js test/routes/health/health.test.ts, or .ci/node-major.sh bash .ci/pgbouncer.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
