@@ -222,6 +222,8 @@ t.test('deliveries claimed by a worker killed with SIGKILL are completed by anot
     env: { ...process.env, ...WORKER_SETTINGS, WEBHOOK_SECRET_KEYS: app.config.WEBHOOK_SECRET_KEYS, WEBHOOK_TIMEOUT_MS: '3000', WEBHOOK_CLAIM_SECONDS: '1', LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'inherit', 'inherit']
   })
+  // If the test fails before it kills the worker, the worker must not outlive it.
+  t.teardown(() => { child.kill('SIGKILL') })
   const eventIds: string[] = []
   for (let i = 0; i < 10; i++) eventIds.push((await sendEvent(app, organization, { type: 'killed', payload: { i } })).json().event_id)
   await waitFor('the worker to start sending', () => receiver.received.length >= 4)
