@@ -31,12 +31,22 @@ export function decodeCursor (cursor: string | undefined): InboxPosition {
 const EARLIEST_INSTANT = Date.parse('0001-01-01T00:00:00Z')
 const LATEST_INSTANT = Date.parse('9999-12-31T23:59:59.999Z')
 
+const RFC_3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.\d{1,9})?(?:[Zz]|[+-](\d{2}):(\d{2}))$/
+
 /**
  * An RFC 3339 date-time as the UTC instant it names; undefined for what PostgreSQL refuses although the date-time
  * format lets it through (year 0000, offsets beyond 15:59, years past 9999 once the offset is applied).
  */
 export function parseInstant (text: string): Date | undefined {
-  if (!/^\d{4}-\d{2}-\d{2}[T\s]/i.test(text)) return undefined
+  // RFC 3339 exactly: Date.parse alone also takes trailing text, local times, 24:00 and 31 November.
+  const fields = RFC_3339.exec(text)?.slice(1).map((field) => Number(field ?? 0))
+  if (fields === undefined) return undefined
+  const [year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0, offsetHours = 0, offsetMinutes = 0] = fields
+  // Day 0 of the next month is the last day of this one.
+  const lastDay = new Date(Date.UTC(year, month, 0)).getUTCDate()
+  const valid = month >= 1 && month <= 12 && day >= 1 && day <= lastDay && hour <= 23 && minute <= 59 && second <= 59 &&
+    offsetHours <= 23 && offsetMinutes <= 59
+  if (!valid) return undefined
   const time = Date.parse(text)
   if (Number.isNaN(time) || time < EARLIEST_INSTANT || time > LATEST_INSTANT) return undefined
   return new Date(time)
