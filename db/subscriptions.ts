@@ -403,3 +403,34 @@ export async function markExpiredPositions (client: Queryable, from: Date): Prom
 export async function forgetExpiredSubscriptionEvents (client: Queryable, from: Date): Promise<void> {
   await client.query('DELETE FROM subscription_events WHERE event_created_at < $1', [from])
 }
+
+export interface EventSubscriptionStateRow {
+  subscription_id: string
+  name: string | null
+  state: 'waiting' | 'available' | 'in_flight' | 'done' | 'dead'
+  lease_count: number
+}
+
+/**
+ * Where one event stands in each of the organization's subscriptions whose types it matches: done (acked, or at or
+ * before the subscription's position), dead-lettered, leased now, available (read, not leased now), or waiting
+ * (after the subscription's frontier: not handed out yet).
+ */
+export async function eventSubscriptionStates (db: Queryable, organizationId: string, event: { txid: string, seq: string, type: string }): Promise<EventSubscriptionStateRow[]> {
+  const { rows } = await db.query<EventSubscriptionStateRow>({
+    name: 'event-subscription-states',
+    text: `SELECT s.id AS subscription_id, s.name,
+                  CASE WHEN se.state = 'pending' AND se.leased_until > now() THEN 'in_flight'
+                       WHEN se.state = 'pending' THEN 'available'
+                       WHEN se.state = 'dead' THEN 'dead'
+                       WHEN se.state = 'acked' OR ($2::xid8, $3::bigint) <= (s.floor_txid, s.floor_seq) THEN 'done'
+                       ELSE 'waiting' END AS state,
+                  coalesce(se.attempts, 0) AS lease_count
+           FROM subscriptions s
+           LEFT JOIN subscription_events se ON se.subscription_id = s.id AND se.txid = $2 AND se.seq = $3
+           WHERE s.organization_id = $1 AND webhook_matches(s.event_types, $4)
+           ORDER BY s.created_at, s.id`,
+    values: [organizationId, event.txid, event.seq, event.type]
+  })
+  return rows
+}

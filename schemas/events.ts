@@ -2,6 +2,7 @@ import { Type, type Static } from 'typebox'
 import { EventFields, EventId, NO_NUL_PATTERN as noNul, NullableTimestamp, Payload, Timestamp as timestamp } from './common.js'
 import { errorResponses } from './errors.js'
 import { ref } from './ref.js'
+import { EventSubscriptionState } from './subscriptions.js'
 
 export const EVENT_STATUSES = ['pending', 'acknowledged', 'quarantined'] as const
 export const EventStatus = Type.Enum(EVENT_STATUSES, { description: 'Inbox state: what lists and leases hand out; push outcomes never change it' })
@@ -43,6 +44,11 @@ export const Event = Type.Object({
   acknowledged_at: NullableTimestamp
 }, { $id: 'Event' })
 export type Event = Static<typeof Event>
+
+export const EventDetail = Type.Object({
+  ...Event.properties,
+  subscriptions: Type.Array(ref(EventSubscriptionState), { description: 'The event\'s state in each subscription whose event_types it matches, oldest subscription first' })
+}, { $id: 'EventDetail' })
 
 export const EventParams = Type.Object({ id: EventId })
 

@@ -111,3 +111,12 @@ export const Replay = Type.Object({
 }, { $id: 'Replay' })
 
 export const ReplayList = Type.Object({ replays: Type.Array(ref(Replay)) }, { $id: 'ReplayList' })
+
+export const EventSubscriptionState = Type.Object({
+  subscription_id: Uuid,
+  name: Type.Union([Type.String(), Type.Null()]),
+  state: Type.Union([Type.Literal('waiting'), Type.Literal('available'), Type.Literal('in_flight'), Type.Literal('done'), Type.Literal('dead')], {
+    description: 'waiting: not handed out yet; available: read, not leased now (new, released, expired or waiting out its retry schedule); in_flight: leased now; done: acked, or at or before the subscription\'s position; dead: dead-lettered'
+  }),
+  lease_count: Type.Integer({ description: 'Leases of the event in this subscription so far (0 once its row is gone)' })
+}, { $id: 'EventSubscriptionState' })

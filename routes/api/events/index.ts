@@ -1,12 +1,13 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { findEvent } from '../../../db/events.js'
+import { eventSubscriptionStates } from '../../../db/subscriptions.js'
 import { apiError } from '../../../lib/api-error.js'
 import { ingestEvents, isStorableJson, nestsDeeperThan, toEventBody } from '../../../lib/events.js'
 import type { IngestOutcome } from '../../../lib/group-commit.js'
 import { organizationOf } from '../../../plugins/app/auth.js'
 import { errorResponses } from '../../../schemas/errors.js'
 import {
-  BatchBody, BatchResult, Event, EventAccepted, EventInput, EventParams, IdempotencyHeader
+  BatchBody, BatchResult, EventAccepted, EventDetail, EventInput, EventParams, IdempotencyHeader
 } from '../../../schemas/events.js'
 import { ref } from '../../../schemas/ref.js'
 import { compileBodyValidator } from '../../../schemas/validation.js'
@@ -118,14 +119,15 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     schema: {
       operationId: 'getEvent',
       tags: ['events'],
-      summary: 'One event of the calling organization',
+      summary: 'One event of the calling organization, with its state in each subscription it matches',
       params: EventParams,
-      response: { 200: ref(Event, { description: 'The event' }), ...errorResponses(400, 401, 404, 429, 503) }
+      response: { 200: ref(EventDetail, { description: 'The event' }), ...errorResponses(400, 401, 404, 429, 503) }
     }
   }, async (request) => {
-    const row = await findEvent(fastify.pg, organizationOf(request).id, request.params.id)
+    const organizationId = organizationOf(request).id
+    const row = await findEvent(fastify.pg, organizationId, request.params.id)
     if (!row) throw apiError('notFound', 'not_found', `Event ${request.params.id} not found`)
-    return toEventBody(row)
+    return { ...toEventBody(row), subscriptions: await eventSubscriptionStates(fastify.pg, organizationId, row) }
   })
 }
 

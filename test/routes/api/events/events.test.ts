@@ -29,7 +29,8 @@ t.test('an accepted event is stored and read back exactly', async (t) => {
     status: 'pending',
     delivery_status: 'none',
     created_at: body.created_at,
-    acknowledged_at: null
+    acknowledged_at: null,
+    subscriptions: []
   })
 })
 

@@ -351,3 +351,30 @@ t.test('a retry schedule holds a released or expired event back for its wait, an
     t.equal(refused.statusCode, 400, `retry_schedule ${JSON.stringify(retry_schedule).slice(0, 20)} refused`)
   }
 })
+
+t.test('GET /api/events/{id} shows the event\'s state in each subscription it matches', async (t) => {
+  const app = await buildTestApp(t)
+  const organization = await createOrganization(app)
+  const orders = await createSubscription(app, organization, { name: 'orders', event_types: ['order.*'] })
+  const all = await createSubscription(app, organization, { name: 'all', max_attempts: 1 })
+  await createSubscription(app, organization, { name: 'others', event_types: ['other'] })
+  const [event] = await sendEvents(app, organization, ['order.created'])
+  const states = async () => {
+    const response = await request(app, organization, 'GET', `/api/events/${event}`)
+    t.equal(response.statusCode, 200)
+    return response.json<{ subscriptions: Array<{ subscription_id: string, name: string, state: string, lease_count: number }> }>().subscriptions
+  }
+  t.same(await states(), [
+    { subscription_id: orders.id, name: 'orders', state: 'waiting', lease_count: 0 },
+    { subscription_id: all.id, name: 'all', state: 'waiting', lease_count: 0 }
+  ], 'waiting in both that match, absent from the one that does not')
+
+  const ordersLease = await leaseSome(app, organization, orders.id)
+  const allLease = await leaseSome(app, organization, all.id)
+  t.same((await states()).map((one) => [one.name, one.state, one.lease_count]), [['orders', 'in_flight', 1], ['all', 'in_flight', 1]])
+  await ack(app, organization, orders.id, { lease_id: ordersLease.lease_id })
+  await release(app, organization, all.id, { lease_id: allLease.lease_id })
+  t.same((await states()).map((one) => [one.name, one.state]), [['orders', 'done'], ['all', 'dead']], 'acked in one, dead-lettered in the other (max_attempts 1)')
+  await request(app, organization, 'POST', `/api/subscriptions/${all.id}/dead-letters/redrive`, {})
+  t.same((await states()).map((one) => [one.name, one.state]), [['orders', 'done'], ['all', 'available']], 'redriven: available again')
+})
