@@ -54,6 +54,7 @@ export async function settleDeliveries (context: Context): Promise<void> {
 /** The per-phase verdicts on the load's answers and deliveries, and the phase's row of the results table. */
 export async function checkPhase (context: Context, phase: PhaseResult): Promise<PhaseRow> {
   const perInstance = [...phase.load?.perInstance ?? new Map<string, InstanceTally>()]
+  checkSomethingToCheck(context, phase)
   const lost = await checkStored(context, phase)
   checkAnswers(context, phase, perInstance)
   const missed = phase.hookedAcked.filter((id) => !context.healthy.arrivals.has(id))
@@ -74,6 +75,20 @@ export async function checkPhase (context: Context, phase: PhaseResult): Promise
     deliveries: await deliveriesOfEvents(phase.acked),
     duplicates: context.healthy.duplicatesAmong(phase.hookedAcked)
   }
+}
+
+/**
+ * The checks below hold for an empty phase too (0 of 0 acknowledged events stored, 0 of 0 delivered), and prove
+ * nothing then: like the bench's NOTHING TO CHECK, a phase whose load sent nothing, or had no event
+ * acknowledged, or no hooked one, fails. (A phase whose outage answered every request 503 is one.)
+ */
+function checkSomethingToCheck (context: Context, phase: PhaseResult): void {
+  const sent = phase.load?.sent ?? 0
+  const acked = phase.load?.acked.length ?? 0
+  const hooked = phase.load?.hookedAcked.length ?? 0
+  const ok = sent > 0 && acked > 0 && hooked > 0
+  context.checks.add(phase.name, `${phase.name}: the load had events acknowledged, hooked ones among them (something to check)`, ok,
+    `${sent} sent, ${acked} acknowledged, ${hooked} of them hooked${ok ? '' : ': NOTHING TO CHECK'}`)
 }
 
 /** Every 2xx-acknowledged event has its row; returns how many are missing. */
