@@ -59,6 +59,8 @@ async function socketCountingReceiver (t: Teardown, respond: (request: IncomingM
   let accepted = 0
   let most = 0
   const server = createServer(respond)
+  // Never drops an idle kept-alive connection itself (Node's default is 5 s): only the sender can close one.
+  server.keepAliveTimeout = 0
   server.on('connection', (socket: Socket) => {
     accepted++
     open.add(socket)
@@ -83,12 +85,15 @@ t.test('repeated timeouts, resets and aborts leave no socket open, and the sende
     else if (mode === 'ok') response.writeHead(200, { 'content-type': 'text/plain' }).end('ok, with a body the sender must read')
   })
   const request = signWebhook('msg_2', 'x', '{}', ['whsec_' + Buffer.alloc(24, 2).toString('base64')])
-  const sender = createWebhookSender({ timeoutMs: 200, allowPrivateUrls: true, connectionsPerOrigin: 2 })
+  // The sender's own timeout (and so undici's headersTimeout, its backstop) and its keep-alive are far longer than
+  // any wait below: only a send's deadline (200 ms), its caller's abort or close() can end these connections.
+  const sender = createWebhookSender({ timeoutMs: 600_000, keepAliveTimeoutMs: 600_000, allowPrivateUrls: true, connectionsPerOrigin: 2 })
   let closed = false
   t.teardown(() => closed ? undefined : sender.close())
-  const sendMany = (signal?: () => AbortSignal) => Promise.all(Array.from({ length: 10 }, () => sender.send(receiver.url, request, signal?.())))
+  const sendMany = (signal?: () => AbortSignal, limitMs?: number) =>
+    Promise.all(Array.from({ length: 10 }, () => sender.send(receiver.url, request, signal?.(), limitMs)))
 
-  const timedOut = await sendMany()
+  const timedOut = await sendMany(undefined, 200)
   t.ok(timedOut.every((outcome) => outcome.timedOut && outcome.error === 'timed out after 200 ms'), 'ten timeouts')
   await waitFor('the timed-out connections to close', () => receiver.open() === 0)
   t.ok(receiver.most() <= 2, `never more than 2 connections at once (${receiver.most()})`)
