@@ -1,6 +1,5 @@
 import t from 'tap'
 import type { FastifyInstance } from 'fastify'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { buildTestApp, checkedOutAfterSettling, createOrganization, sendEvent, type TestOrganization } from '../../../support/helpers.js'
 
 interface LeaseResponse {
@@ -31,6 +30,15 @@ async function sendEvents (app: FastifyInstance, organization: TestOrganization,
 }
 
 const idsOf = (leased: LeaseResponse) => leased.events.map((event) => event.event_id)
+
+/**
+ * Ends a lease now, as if its time had run out: the tests lease for long (nothing they check before this can
+ * outlast it, however slow the machine) and end the lease on purpose before they look at what expiry does.
+ */
+async function expireLease (app: FastifyInstance, leaseId: string | null): Promise<void> {
+  const { rowCount } = await app.pg.query('UPDATE events SET leased_until = now() WHERE lease_id = $1 AND leased_until > now()', [leaseId])
+  if (rowCount === 0) throw new Error(`lease ${String(leaseId)} held nothing to expire`)
+}
 
 t.test('a lease hands out the oldest available events, each to one lease', async (t) => {
   const app = await buildTestApp(t)
@@ -73,9 +81,9 @@ t.test('an expired lease returns its events; its lease_id can no longer ack them
   const app = await buildTestApp(t)
   const organization = await createOrganization(app)
   const sent = await sendEvents(app, organization, 2)
-  const stale = await lease(app, organization, { lease_seconds: 1 })
+  const stale = await lease(app, organization, { lease_seconds: 3600 })
   t.same(await lease(app, organization), { lease_id: null, leased_until: null, events: [] }, 'invisible while leased')
-  await sleep(1200)
+  await expireLease(app, stale.lease_id)
 
   const fresh = await lease(app, organization)
   t.same(idsOf(fresh), sent, 'the events came back after the lease expired')
@@ -130,7 +138,7 @@ t.test('events leased INBOX_MAX_LEASES times without ack are quarantined, and ca
   const requeued = await post(app, organization, `/api/inbox/quarantine/${poison}/requeue`, {})
   t.equal(requeued.statusCode, 200)
   t.match(requeued.body, { event_id: poison, status: 'pending' })
-  const again = await lease(app, organization, { lease_seconds: 1 })
+  const again = await lease(app, organization, { lease_seconds: 3600 })
   t.same(idsOf(again), [poison])
   t.equal(again.events[0]?.lease_count, 1, 'lease_count starts over')
 
@@ -138,10 +146,10 @@ t.test('events leased INBOX_MAX_LEASES times without ack are quarantined, and ca
   t.equal(notQuarantined.statusCode, 404)
 
   // The expiry path: after its last allowed lease runs out, the event moves to the quarantine too.
-  await sleep(1200)
-  const second = await lease(app, organization, { lease_seconds: 1 })
+  await expireLease(app, again.lease_id)
+  const second = await lease(app, organization, { lease_seconds: 3600 })
   t.equal(second.events[0]?.lease_count, 2)
-  await sleep(1200)
+  await expireLease(app, second.lease_id)
   t.same((await lease(app, organization)).events, [])
   const listed = await app.inject({ method: 'GET', url: '/api/inbox?status=quarantined', headers: organization.headers })
   t.equal(listed.json().count, 1)

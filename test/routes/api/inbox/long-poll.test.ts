@@ -28,6 +28,8 @@ interface LeaseBody {
   events: Array<{ type: string }>
 }
 
+const HOUR_MS = 3_600_000
+
 const checkedOut = (app: FastifyInstance) => app.pg.pool.totalCount - app.pg.pool.idleCount
 
 t.test('a long poll is woken by a new event, long before its deadline', async (t) => {
@@ -69,10 +71,17 @@ t.test('a long poll with nothing to lease ends empty at its deadline', async (t)
 
 t.test('200 concurrent long polls hold no pool client, an aborted one frees its slot and listener, and all end on shutdown', async (t) => {
   const app = await buildTestApp(t, { INBOX_LONG_POLLS_PER_ORGANIZATION: '201' })
+  // Each wait is given an hour instead of what is left of its poll's 20 s: no poll can end at its own deadline
+  // during this test, so when they end, something else ended them (the client leaving, or the shutdown).
+  const nextArrival = app.wakeUps.nextArrival
+  app.wakeUps.nextArrival = async (organizationId, _timeoutMs, signal) => await nextArrival(organizationId, HOUR_MS, signal)
+  t.teardown(() => { app.wakeUps.nextArrival = nextArrival })
   const watch = watchLongPolls(t, app)
   const baseUrl = await listen(app)
   const organization = await createOrganization(app)
-  const poll = (signal?: AbortSignal) => leaseOverHttp(baseUrl, organization, { wait_seconds: 20 }, signal).then(async (response) => ({
+  // Lets the test end its polls itself, should the shutdown not end them.
+  const clients = new AbortController()
+  const poll = (signal = clients.signal) => leaseOverHttp(baseUrl, organization, { wait_seconds: 20 }, signal).then(async (response) => ({
     status: response.status, body: await response.json() as LeaseBody
   }))
   const polls = Array.from({ length: 200 }, () => poll())
@@ -93,10 +102,15 @@ t.test('200 concurrent long polls hold no pool client, an aborted one frees its 
   await watch.waiting(201, 202)
   t.equal((await poll()).status, 429, 'the cap of 201 is full again')
 
-  await app.close()
+  let closed = false
+  const closing = app.close().then(() => { closed = true })
+  // Bounds the wait only: with the polls' deadlines out of reach, nothing but the shutdown can let close() end.
+  await waitFor('the shutdown to end the waiting polls (and close() to return)', () => closed)
+    .catch(async (error: Error) => { clients.abort(); await Promise.allSettled([closing, ...polls]); throw error })
   const results = await Promise.all(polls)
   t.equal(results.length, 201)
   t.ok(results.every((result) => result.status === 200 && result.body.events.length === 0), 'every poll ended with an empty answer')
+  t.equal(watch.woken, 0, 'none was woken: with its deadline out of reach and its client still there, each wait was ended by the shutdown')
   t.equal(app.wakeUps.waiting, 0, 'no poll waits after shutdown')
   t.equal(app.pg.pool.totalCount, 0, 'the pool is closed')
 })

@@ -67,23 +67,58 @@ t.test('the old key keeps working for expires_in_seconds, then stops, on every i
   const organization = await createOrganization(rotating)
   t.equal(await keyInfo(serving, organization.key), 200, 'the serving instance caches the old key')
   const heard = changeHeard(serving, organization.id)
-  const rotated = await rotate(rotating, organization.key, { expires_in_seconds: 2 })
+  // An hour of grace, so nothing checked during it can outlast it on a slow machine; the test ends it on purpose.
+  const asked = Date.now()
+  const rotated = await rotate(rotating, organization.key, { expires_in_seconds: 3600 })
+  const answered = Date.now()
   t.equal(rotated.statusCode, 200)
   const { api_key: newKey, previous_key_expires_at: expiresAt } = rotated.json<{ api_key: string, previous_key_expires_at: string | null }>()
-  t.ok(expiresAt !== null && Date.parse(expiresAt) > Date.now() - 1000, 'the answer says when the old key stops')
+  // An hour from the rotation, somewhere between asking and the answer (a second for the clocks).
+  const expiry = Date.parse(expiresAt ?? '')
+  t.ok(expiry >= asked + 3_599_000 && expiry <= answered + 3_601_000, 'the answer says when the old key stops')
   await heard
   for (const app of [rotating, serving]) {
     t.equal(await keyInfo(app, organization.key), 200, 'the old key works during its grace period')
     t.equal(await keyInfo(app, organization.key), 200, 'also from memory')
     t.equal(await keyInfo(app, newKey), 200, 'and so does the new key')
   }
+
+  // The grace period ends now (as if its hour had passed); the update notifies every instance, like any change.
+  const ended = [changeHeard(rotating, organization.id), changeHeard(serving, organization.id)]
+  await rotating.pg.query('UPDATE organizations SET previous_key_expires_at = now() WHERE id = $1', [organization.id])
+  await Promise.all(ended)
   for (const app of [rotating, serving]) {
-    await waitFor('the old key to stop', async () => await keyInfo(app, organization.key) === 401, 15_000)
-    const { rows: [row] } = await app.pg.query<{ expired: boolean }>(
-      'SELECT previous_key_expires_at <= now() AS expired FROM organizations WHERE id = $1', [organization.id])
-    t.equal(row?.expired, true, 'it stopped only once its grace period was over (memory kept it no longer)')
+    t.equal(await keyInfo(app, organization.key), 401, 'the old key stops once its grace period is over (memory keeps it no longer)')
     t.equal(await keyInfo(app, newKey), 200, 'the new key still works')
   }
+})
+
+t.test('memory keeps an old key no longer than its grace period, which ends with no notification', async (t) => {
+  const rotating = await buildTestApp(t)
+  const serving = await buildTestApp(t)
+  const organization = await createOrganization(rotating)
+  const heard = changeHeard(serving, organization.id)
+  t.equal((await rotate(rotating, organization.key, { expires_in_seconds: 1 })).statusCode, 200)
+  await heard
+  // The database's word on the grace period, taken before each request: a 200 is wrong only once it has said over.
+  const inGrace = async () => (await rotating.pg.query<{ in_grace: boolean }>(
+    'SELECT previous_key_expires_at > now() AS in_grace FROM organizations WHERE id = $1', [organization.id])).rows[0]?.in_grace === true
+  await Promise.all(([['rotating', rotating], ['serving', serving]] as const).map(async ([name, app]) => {
+    let inGraceAnswers = 0
+    let lateAnswers = 0
+    await waitFor(`${name}: the old key to stop`, async () => {
+      const before = await inGrace()
+      const status = await keyInfo(app, organization.key)
+      if (status === 200) {
+        if (before) inGraceAnswers++
+        else lateAnswers++
+      }
+      return status === 401
+    }, 15_000)
+    t.equal(lateAnswers, 0, `${name}: no 200 to a request sent once the grace period was over (memory kept the key no longer)`)
+    t.equal(await inGrace(), false, `${name}: it stopped only once its grace period was over`)
+    t.comment(`${name}: ${inGraceAnswers} answers 200 during the grace period`)
+  }))
 })
 
 t.test('rotating again ends the earlier grace period; an old key cannot rotate', async (t) => {
