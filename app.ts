@@ -1,6 +1,7 @@
-import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { processPoolMax, trustProxyOption, type Config } from './lib/config.js'
+import { describeError } from './lib/api-error.js'
 import { loggerOptions, requestIdOf } from './lib/logging.js'
 import authPlugin from './plugins/app/auth.js'
 import configPlugin from './plugins/app/config.js'
@@ -77,6 +78,15 @@ class OneLinePerRequest extends LogController {
 }
 
 /**
+ * What the router refuses before any route or hook runs (broken percent-encoding, a parameter over its 100
+ * characters) gets the API's error body and request id, like every other refusal, instead of Fastify's own.
+ */
+function answerRouterRefusal (error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  const body = describeError(error)
+  reply.code(body.statusCode).header('x-request-id', request.id).send(body)
+}
+
+/**
  * Builds the whole service. Plugins are registered explicitly (not autoloaded) so the order that matters is
  * visible here, each with its reason; routes come last, after everything they use.
  */
@@ -97,6 +107,7 @@ export async function buildApp ({ config, databaseUrl, migrate = true }: AppOpti
     requestIdHeader: false,
     genReqId: (request) => requestIdOf(request.headers),
     logController: new OneLinePerRequest(),
+    frameworkErrors: answerRouterRefusal,
     // On close, idle keep-alive sockets are dropped at once; requests in flight finish first.
     forceCloseConnections: 'idle'
   }).withTypeProvider<TypeBoxTypeProvider>()

@@ -21,7 +21,15 @@ const FRAMEWORK_CODES: Record<string, string> = {
   FST_ERR_CTP_INVALID_MEDIA_TYPE: 'unsupported_media_type',
   FST_ERR_CTP_EMPTY_JSON_BODY: 'invalid_json',
   FST_ERR_CTP_INVALID_JSON_BODY: 'invalid_json',
-  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'invalid_content_length'
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'invalid_content_length',
+  FST_ERR_BAD_URL: 'invalid_url',
+  FST_ERR_MAX_PARAM_LENGTH: 'path_parameter_too_long'
+}
+
+// The router's own messages repeat the whole path (up to the header limit); these say what is wrong instead.
+const FRAMEWORK_MESSAGES: Record<string, string> = {
+  FST_ERR_BAD_URL: 'The path is not valid percent-encoded UTF-8',
+  FST_ERR_MAX_PARAM_LENGTH: 'A path parameter is longer than 100 characters (no id of this API is)'
 }
 
 // SQLSTATEs caused by the client's data that reach the database despite validation.
@@ -54,5 +62,5 @@ export function describeError (error: FastifyError & { sqlState?: string }): Err
   if (statusCode >= 500) return errorBody(statusCode, 'internal_error', 'Something went wrong on our side; it has been logged')
   if (statusCode === 400 && error instanceof SyntaxError) return errorBody(400, 'invalid_json', `Body is not valid JSON: ${error.message}`)
   const stableCode = FRAMEWORK_CODES[code] ?? (/^[a-z][a-z0-9_]*$/.test(code) ? code : snakeCase(STATUS_CODES[statusCode] ?? 'error'))
-  return errorBody(statusCode, stableCode, error.message)
+  return errorBody(statusCode, stableCode, FRAMEWORK_MESSAGES[code] ?? error.message)
 }

@@ -1,4 +1,5 @@
 import type { InjectOptions } from 'fastify'
+import { STATUS_CODES } from 'node:http'
 import t from 'tap'
 import { buildTestApp, createOrganization, sendEvent } from '../../support/helpers.js'
 import { createSubscription, request, type Subscription } from '../../support/subscriptions.js'
@@ -221,19 +222,26 @@ t.test('hostile parameter values answer 400 with a code, or a message, naming th
   }
 })
 
-t.test('ids the router cannot take (over 100 characters, broken percent-encoding) are refused by it, never 500', async (t) => {
+t.test('ids the router cannot take (over 100 characters, broken percent-encoding) are refused by it with the API error body, never 500', async (t) => {
   const app = await buildTestApp(t)
   const organization = await createOrganization(app)
   const subscription = (await createSubscription(app, organization)).id
-  const cases: Array<[string, number]> = [['x'.repeat(101), 414], [VALID_ID.repeat(300), 414], ['%zz', 400], ['%E0%A4%A', 400]]
+  const cases: Array<[string, number, string]> = [
+    ['x'.repeat(101), 414, 'path_parameter_too_long'], [VALID_ID.repeat(300), 414, 'path_parameter_too_long'],
+    ['%zz', 400, 'invalid_url'], ['%E0%A4%A', 400, 'invalid_url']
+  ]
   for (const [method, path, payload] of SUBSCRIPTION_ROUTES) {
-    for (const [value, status] of cases) {
+    for (const [value, status, code] of cases) {
       const requests = [subscriptionRequest(method, path, payload)(value)]
       if (path.includes(':replay_id')) requests.push(subscriptionRequest(method, path, payload)(subscription, value))
       for (const options of requests) {
-        const response = await app.inject({ ...options, headers: organization.headers })
-        // Fastify answers these itself, before any route: its own body, not the API's error shape.
-        t.equal(response.statusCode, status, `${options.method} ${String(options.url).slice(0, 80)}`)
+        const requestId = `router-${status}-${code}`
+        const response = await app.inject({ ...options, headers: { ...organization.headers, 'x-request-id': requestId } })
+        const label = `${options.method} ${String(options.url).slice(0, 80)}`
+        t.equal(response.statusCode, status, label)
+        t.same(response.json(), { statusCode: status, error: STATUS_CODES[status], code, message: response.json<{ message: string }>().message }, label)
+        t.ok(response.json<{ message: string }>().message.length < 100, `${label}: the message does not repeat the path`)
+        t.equal(response.headers['x-request-id'], requestId, `${label}: the request id is answered`)
       }
     }
   }
