@@ -11,7 +11,11 @@ const MAX_SEQ = 2n ** 63n - 1n
 
 /** The position a cursor names; undefined when it is not one. */
 export function parseCursor (cursor: string): InboxPosition | undefined {
-  const match = /^(?:(\d{1,20})\.)?(\d{1,19})$/.exec(Buffer.from(cursor, 'base64url').toString())
+  const text = Buffer.from(cursor, 'base64url').toString()
+  // Node's decoder skips characters outside the alphabet and takes padding or standard base64: only the one
+  // spelling this API hands out is a cursor, so a mangled copy is refused rather than read as some position.
+  if (Buffer.from(text).toString('base64url') !== cursor) return undefined
+  const match = /^(?:(\d{1,20})\.)?(\d{1,19})$/.exec(text)
   // A bare seq is a cursor from before cursors held the transaction id: every event of that time has txid 0.
   const txid = match?.[1] ?? '0'
   const seq = match?.[2]

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { parseInstant } from '../../lib/positions.js'
+import { encodeCursor, parseCursor, parseInstant } from '../../lib/positions.js'
 
 t.test('parseInstant takes RFC 3339 date-times and nothing else', async (t) => {
   const accepted: Array<[string, string]> = [
@@ -18,4 +18,20 @@ t.test('parseInstant takes RFC 3339 date-times and nothing else', async (t) => {
     '9999-12-31T23:59:59-01:00', '+02026-12-05T00:00:00Z', 'yesterday', ''
   ]
   for (const text of refused) t.equal(parseInstant(text), undefined, JSON.stringify(text))
+})
+
+t.test('parseCursor takes only the spelling encodeCursor gives, and round-trips every position', async (t) => {
+  const positions = [{ txid: '0', seq: '0' }, { txid: '123', seq: '45' }, { txid: '18446744073709551615', seq: '9223372036854775807' }]
+  for (const position of positions) t.same(parseCursor(encodeCursor(position)), position, `${position.txid}.${position.seq}`)
+  // A cursor from before cursors held the transaction id: a bare seq, read as txid 0.
+  t.same(parseCursor(Buffer.from('42').toString('base64url')), { txid: '0', seq: '42' })
+  const cursor = encodeCursor({ txid: '123', seq: '45' })
+  // Standard base64 pads where base64url does not: the same position, spelled another way.
+  const padded = Buffer.from('100.2').toString('base64')
+  t.equal(padded, `${encodeCursor({ txid: '100', seq: '2' })}=`, 'the padded control names a real position')
+  const mangled = [
+    `${cursor}=`, `${cursor}==`, ` ${cursor}`, `${cursor}\n`, `${cursor.slice(0, 2)}!${cursor.slice(2)}`, `${cursor}.`,
+    padded, '', '!!!'
+  ]
+  for (const text of mangled) t.equal(parseCursor(text), undefined, JSON.stringify(text))
 })
