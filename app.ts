@@ -14,6 +14,7 @@ import operatorTokensPlugin from './plugins/app/operator-tokens.js'
 import retentionPlugin from './plugins/app/retention.js'
 import wakeUpsPlugin from './plugins/app/wake-ups.js'
 import webhookSecretsPlugin from './plugins/app/webhook-secrets.js'
+import workerMetricsPlugin from './plugins/app/worker-metrics.js'
 import postgresPlugin from './plugins/external/postgres.js'
 import rateLimitPlugin from './plugins/external/rate-limit.js'
 import sensiblePlugin from './plugins/external/sensible.js'
@@ -147,7 +148,7 @@ export async function buildApp ({ config, databaseUrl, migrate = true }: AppOpti
   await app.register(dedupPlugin)
   await app.register(groupCommitPlugin)
   await app.register(webhookSecretsPlugin)
-  await app.register(deliveryWorkerPlugin)
+  if (config.WEBHOOK_WORKER === 'on') await app.register(deliveryWorkerPlugin, { onAttempt: app.metrics.observeAttempt })
   // Must see every route: registered before them.
   await app.register(swaggerPlugin)
 
@@ -172,7 +173,7 @@ function poolOptions (config: Config, databaseUrl: string) {
 
 /**
  * The separate delivery worker's process (worker.ts): the API's plugins for the pool (migrated), the wake-up
- * listener and the webhook secret box, with no routes and no HTTP server. worker.ts runs the worker on them.
+ * listener, the webhook secret box and the delivery loop, with its own metrics and no routes or API server.
  */
 export async function buildWorkerApp ({ config, databaseUrl }: Omit<AppOptions, 'migrate'>): Promise<FastifyInstance> {
   const directUrl = config.DATABASE_DIRECT_URL ?? databaseUrl
@@ -181,5 +182,7 @@ export async function buildWorkerApp ({ config, databaseUrl }: Omit<AppOptions, 
   await app.register(postgresPlugin, { ...poolOptions(config, databaseUrl), applicationName: 'triggers-worker', migrate: true, poolMax: config.DATABASE_POOL_MAX })
   await app.register(wakeUpsPlugin, { databaseUrl: directUrl, applicationName: 'triggers-worker-listener' })
   await app.register(webhookSecretsPlugin)
+  await app.register(workerMetricsPlugin)
+  await app.register(deliveryWorkerPlugin, { onAttempt: app.workerMetrics.observeAttempt })
   return app
 }

@@ -2,14 +2,12 @@ import closeWithGrace from 'close-with-grace'
 import pino from 'pino'
 import { buildWorkerApp } from './app.js'
 import { loadConfig } from './lib/config.js'
-import { WorkerMetrics } from './lib/metrics.js'
-import { serveMetrics, type MetricsServer } from './lib/metrics-server.js'
-import { createDeliveryWorker } from './lib/webhooks/delivery-worker.js'
 
 /**
  * `npm run worker` / `node dist/worker.js`: the webhook delivery loop as its own process, for running the API
  * with WEBHOOK_WORKER=off or adding delivery capacity. Needs DATABASE_URL (the API's database). With
- * WORKER_METRICS_PORT set it serves its own /metrics on HOST.
+ * WORKER_METRICS_PORT set it serves its own /metrics on HOST. The plugins do the work (app.ts buildWorkerApp);
+ * this file only starts them and closes them on a signal.
  */
 async function main (): Promise<void> {
   const config = loadConfig(process.env, { listens: false })
@@ -17,33 +15,15 @@ async function main (): Promise<void> {
     throw new Error('DATABASE_URL is required for a separate worker (for the embedded default: postgres://postgres:postgres@127.0.0.1:54329/triggers)')
   }
   const app = await buildWorkerApp({ config, databaseUrl: config.DATABASE_URL })
-  const { log } = app
-  const metrics = new WorkerMetrics({ pool: app.pg.pool, wakeUps: app.wakeUps, log })
-  const worker = createDeliveryWorker(config, {
-    pool: app.pg.pool,
-    wakeUps: app.wakeUps,
-    secrets: app.webhookSecrets,
-    log: { info: (message) => log.info(message), warn: (details, message) => log.warn(details, message) },
-    onAttempt: metrics.observeAttempt
-  })
-  let metricsServer: MetricsServer | undefined
   closeWithGrace({ delay: config.WEBHOOK_TIMEOUT_MS + 5000 }, async ({ signal, err }) => {
-    if (err) log.error({ err }, 'closing after an unexpected error')
-    else log.info({ signal }, 'worker shutting down')
-    await worker.stop()
-    // Before the pool ends: a scrape reads the queue through it.
-    await metricsServer?.close()
+    if (err) app.log.error({ err }, 'closing after an unexpected error')
+    else app.log.info({ signal }, 'worker shutting down')
+    // The worker stops first (preClose: its sends finish, its claims are given back), then metrics, listener, pool.
     await app.close()
   })
-  // First, so a port already taken stops start-up before anything is claimed.
-  if (config.WORKER_METRICS_PORT > 0) {
-    metricsServer = await serveMetrics(metrics, { host: config.HOST, port: config.WORKER_METRICS_PORT, token: config.METRICS_TOKEN, log })
-    log.info({ host: config.HOST, port: metricsServer.port }, 'worker metrics at /metrics')
-  }
-  // Connects the wake-up listener.
+  // Connects the wake-up listener, then starts the worker (onReady).
   await app.ready()
-  worker.start()
-  log.info('webhook worker running')
+  app.log.info('webhook worker running')
 }
 
 main().catch((error: unknown) => {
