@@ -170,6 +170,56 @@ export async function listEvents (db: Queryable, organizationId: string, filter:
   return rows
 }
 
+/** The position of the organization's newest readable event (as listEvents reads them); null when it has none. */
+export async function lastReadablePosition (db: Queryable, organizationId: string): Promise<InboxPosition | null> {
+  const { rows } = await db.query<InboxPosition>({
+    name: 'last-readable-position',
+    text: `SELECT txid::text AS txid, seq::text AS seq FROM events
+           WHERE organization_id = $1 AND txid < pg_snapshot_xmin(pg_current_snapshot())
+           ORDER BY txid DESC, seq DESC LIMIT 1`,
+    values: [organizationId]
+  })
+  return rows[0] ?? null
+}
+
+export interface EventsAfter {
+  /** Readable events after the position, at most the limit asked for. */
+  count: number
+  /** The position of the last of them; null when there are none. */
+  last: InboxPosition | null
+}
+
+/** Counts the organization's events after `after` in listEvents' order and with its rule of what is readable. */
+export async function countEventsAfter (db: Queryable, organizationId: string, after: InboxPosition, limit: number): Promise<EventsAfter> {
+  const { rows } = await db.query<{ count: number, txid: string | null, seq: string | null }>({
+    name: 'count-events-after',
+    text: `WITH readable AS (
+             SELECT txid, seq FROM events
+             WHERE organization_id = $1 AND (txid, seq) > ($2::xid8, $3::bigint) AND txid < pg_snapshot_xmin(pg_current_snapshot())
+             ORDER BY txid, seq LIMIT $4),
+           last AS (SELECT txid, seq FROM readable ORDER BY txid DESC, seq DESC LIMIT 1)
+           SELECT (SELECT count(*)::int FROM readable) AS count, (SELECT txid::text FROM last) AS txid, (SELECT seq::text FROM last) AS seq`,
+    values: [organizationId, after.txid, after.seq, limit]
+  })
+  const row = rows[0]
+  const last = row !== undefined && row.txid !== null && row.seq !== null ? { txid: row.txid, seq: row.seq } : null
+  return { count: row?.count ?? 0, last }
+}
+
+/**
+ * Whether committed events of the organization wait behind an older transaction still running: listEvents and
+ * countEventsAfter skip them until it ends, and no arrival announces them then, so a reader that is told of
+ * arrivals (a stream) has to look again by itself.
+ */
+export async function eventsAwaitingReadability (db: Queryable, organizationId: string): Promise<boolean> {
+  const { rows } = await db.query<{ waiting: boolean }>({
+    name: 'events-awaiting-readability',
+    text: `SELECT EXISTS (SELECT 1 FROM events WHERE organization_id = $1 AND txid >= pg_snapshot_xmin(pg_current_snapshot())) AS waiting`,
+    values: [organizationId]
+  })
+  return rows[0]?.waiting === true
+}
+
 /** Orders rows as the inbox does: by inserting transaction, then seq. */
 function byPosition (a: InboxPosition, b: InboxPosition): number {
   const txidOrder = BigInt(a.txid) - BigInt(b.txid)

@@ -23,6 +23,13 @@ export function parseCursor (cursor: string): InboxPosition | undefined {
   return { txid: BigInt(txid).toString(), seq: BigInt(seq).toString() }
 }
 
+/** A stream's Last-Event-ID or `after`: a cursor, or the client's error naming where it came from. */
+export function streamCursor (value: string, where: string): InboxPosition {
+  const position = parseCursor(value)
+  if (position === undefined) throw apiError('badRequest', 'invalid_cursor', `${where} is not an id of this stream or a cursor from this API`)
+  return position
+}
+
 /** A cursor that does not parse or is out of range is the client's error. */
 export function decodeCursor (cursor: string | undefined): InboxPosition {
   if (cursor === undefined) return START

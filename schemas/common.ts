@@ -25,3 +25,10 @@ export const EventFields = {
   source: NullableString,
   created_at: Timestamp
 }
+
+/** A cursor where a stream resumes: an `id:` it sent, a subscription's position or a next_cursor of GET /api/inbox. */
+export const StreamCursor = Type.String({ minLength: 1, maxLength: 100, description: 'A cursor: an `id:` of this stream, a subscription\'s position or a next_cursor of GET /api/inbox' })
+
+/** Where a Server-Sent Events stream resumes: the Last-Event-ID header an EventSource sends on reconnect, or `?after`. */
+export const StreamResumeQuery = Type.Object({ after: Type.Optional(StreamCursor) }, { additionalProperties: false })
+export const StreamResumeHeaders = Type.Object({ 'last-event-id': Type.Optional(StreamCursor) })

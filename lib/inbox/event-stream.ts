@@ -8,8 +8,31 @@ const COALESCE_MS = 100
  * What a stream sends: called once when it opens (`arrived` null) and after each coalesced run of arrivals (with
  * their count; 0 after the wake-up connection came back, when arrivals may have been missed). It writes frames with
  * `write`, which waits while the client is slow to read. Runs never overlap; arrivals during a run make another.
+ * It may ask to be run again after some milliseconds even if nothing arrives (for events that become readable
+ * without an arrival: see countEventsAfter); undefined waits for the next arrival.
  */
-export type FrameSource = (write: (frame: string) => Promise<void>, arrived: number | null, ended: AbortSignal) => Promise<void>
+export type FrameSource = (write: (frame: string) => Promise<void>, arrived: number | null, ended: AbortSignal) => Promise<number | undefined>
+
+// Looks for events waiting behind an older transaction: soon at first, then less often while they keep waiting.
+const LOOK_AGAIN_FIRST_MS = 100
+const LOOK_AGAIN_MAX_MS = 5000
+
+/**
+ * A stream's schedule of looks without an arrival: given whether events still wait to become readable, the
+ * milliseconds to the next look (doubling while they wait), or undefined once none wait.
+ */
+export function lookAgainSchedule (): (waiting: boolean) => number | undefined {
+  let delay = LOOK_AGAIN_FIRST_MS
+  return (waiting) => {
+    if (!waiting) {
+      delay = LOOK_AGAIN_FIRST_MS
+      return undefined
+    }
+    const now = delay
+    delay = Math.min(2 * delay, LOOK_AGAIN_MAX_MS)
+    return now
+  }
+}
 
 export interface EventStreamOptions {
   arrivals: Pick<EventArrivals, 'subscribe' | 'closing'>
@@ -63,15 +86,18 @@ export function openEventStream (request: FastifyRequest, reply: FastifyReply, {
   let coalesceTimer: NodeJS.Timeout | undefined
   const run = async (count: number | null) => {
     running = true
+    let lookAgainMs: number | undefined
     try {
-      await frames(write, count, ended.signal)
+      lookAgainMs = await frames(write, count, ended.signal)
     } catch (error) {
       onError(error)
       end()
     } finally {
       running = false
     }
-    if (again && !ended.signal.aborted) look()
+    if (ended.signal.aborted) return
+    if (again) look()
+    else if (lookAgainMs !== undefined) coalesceTimer ??= setTimeout(look, lookAgainMs)
   }
   const look = () => {
     coalesceTimer = undefined

@@ -1,15 +1,24 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { countEventsAfter, eventsAwaitingReadability, lastReadablePosition, type InboxPosition } from '../../../db/events.js'
 import { apiError } from '../../../lib/api-error.js'
-import { openEventStream } from '../../../lib/inbox/event-stream.js'
+import { lookAgainSchedule, openEventStream, type FrameSource } from '../../../lib/inbox/event-stream.js'
+import { encodeCursor, START, streamCursor } from '../../../lib/positions.js'
 import { createSlots } from '../../../lib/slots.js'
 import { organizationOf } from '../../../plugins/app/auth.js'
+import { StreamResumeHeaders, StreamResumeQuery } from '../../../schemas/common.js'
 import { errorResponses } from '../../../schemas/errors.js'
 
+// Events counted per frame: a backlog after a long absence comes as several frames rather than one slow count.
+const COUNT_LIMIT = 10_000
+// How long an EventSource waits before it reconnects (the `retry:` hint).
+const RECONNECT_MS = 2000
+
 /**
- * Server-Sent Events (lib/inbox/event-stream.ts): a frame when new events arrive for the organization; the
- * events themselves are then leased or listed through the other endpoints. Each organization may hold
- * INBOX_STREAMS_PER_ORGANIZATION streams open on this process; an open stream costs a socket and a subscription
- * for as long as the client likes.
+ * Server-Sent Events (lib/inbox/event-stream.ts): a frame saying how many events arrived for the organization,
+ * with the position of the last of them as its `id:`, so a client reconnecting with Last-Event-ID is told of
+ * everything that arrived while it was away; the events themselves are then leased or listed through the other
+ * endpoints. Each organization may hold INBOX_STREAMS_PER_ORGANIZATION streams open on this process; an open
+ * stream costs a socket and a subscription for as long as the client likes.
  */
 const routes: FastifyPluginAsyncTypebox = async (fastify) => {
   const heartbeatMs = fastify.config.INBOX_STREAM_HEARTBEAT_SECONDS * 1000
@@ -21,28 +30,52 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     schema: {
       operationId: 'streamInbox',
       tags: ['inbox'],
-      summary: 'Server-Sent Events stream: {"count": n} when new events arrive; heartbeat comments',
+      summary: 'Server-Sent Events stream: {"count": n} when new events arrive, with the last one\'s position as id; resumes after Last-Event-ID',
+      querystring: StreamResumeQuery,
+      headers: StreamResumeHeaders,
       response: {
         200: {
-          description: 'An endless text/event-stream: frames `data: {"count": n}`, and comment lines as heartbeats',
-          content: { 'text/event-stream': { schema: { type: 'string', example: ': connected\n\ndata: {"count": 3}\n\n' } } }
+          description: 'An endless text/event-stream: a `retry:` hint, then frames `id: <position of the last event counted>` + `data: {"count": n}`, and comment lines as heartbeats',
+          content: { 'text/event-stream': { schema: { type: 'string', example: ': connected\n\nretry: 2000\n\nid: MTIzLjQ1\ndata: {"count": 3}\n\n' } } }
         },
-        ...errorResponses(401, 429, 503)
+        ...errorResponses(400, 401, 429, 503)
       }
     }
   }, async (request, reply) => {
     const organization = organizationOf(request)
+    const lastEventId = request.headers['last-event-id']
+    // Where counting starts: after the last position the client was told of, else after a given cursor, else now.
+    let after: InboxPosition | undefined = lastEventId !== undefined
+      ? streamCursor(lastEventId, 'Last-Event-ID')
+      : request.query.after !== undefined ? streamCursor(request.query.after, 'after') : undefined
     const release = streams.acquire(organization.id)
     if (!release) {
       throw apiError('tooManyRequests', 'too_many_streams', `At most ${fastify.config.INBOX_STREAMS_PER_ORGANIZATION} event streams per organization may be open at once; close one first`)
+    }
+    const lookAgain = lookAgainSchedule()
+    const frames: FrameSource = async (write, arrived, ended) => {
+      if (arrived === null) {
+        await write(`retry: ${RECONNECT_MS}\n\n`)
+        after ??= await lastReadablePosition(fastify.pg, organization.id) ?? START
+      }
+      for (;;) {
+        const from: InboxPosition = after ?? START
+        const { count, last } = await countEventsAfter(fastify.pg, organization.id, from, COUNT_LIMIT)
+        if (ended.aborted) return undefined
+        if (last !== null) {
+          await write(`id: ${encodeCursor(last)}\ndata: ${JSON.stringify({ count })}\n\n`)
+          after = last
+        }
+        if (count < COUNT_LIMIT) return lookAgain(await eventsAwaitingReadability(fastify.pg, organization.id))
+      }
     }
     openEventStream(request, reply, {
       arrivals: fastify.wakeUps,
       organizationId: organization.id,
       heartbeatMs,
       onEnd: release,
-      frames: async (write, arrived) => { if (arrived !== null) await write(`data: ${JSON.stringify({ count: arrived })}\n\n`) },
-      onError: (error) => request.log.warn({ err: error }, 'inbox stream failed')
+      frames,
+      onError: (error) => request.log.warn({ err: error }, 'inbox stream failed; the client reconnects')
     })
   })
 }

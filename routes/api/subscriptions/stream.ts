@@ -1,14 +1,14 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { Type } from 'typebox'
-import { listEvents, type InboxPosition } from '../../../db/events.js'
+import { eventsAwaitingReadability, listEvents } from '../../../db/events.js'
 import { findSubscription } from '../../../db/subscriptions.js'
 import { apiError } from '../../../lib/api-error.js'
 import { toEventBody } from '../../../lib/events.js'
-import { openEventStream, type FrameSource } from '../../../lib/inbox/event-stream.js'
-import { encodeCursor, parseCursor } from '../../../lib/positions.js'
+import { lookAgainSchedule, openEventStream, type FrameSource } from '../../../lib/inbox/event-stream.js'
+import { encodeCursor, streamCursor } from '../../../lib/positions.js'
 import { createSlots } from '../../../lib/slots.js'
 import { subscriptionNotFound } from '../../../lib/subscriptions.js'
 import { organizationOf } from '../../../plugins/app/auth.js'
+import { StreamResumeHeaders, StreamResumeQuery } from '../../../schemas/common.js'
 import { errorResponses } from '../../../schemas/errors.js'
 import { SubscriptionParams } from '../../../schemas/subscriptions.js'
 
@@ -16,14 +16,6 @@ import { SubscriptionParams } from '../../../schemas/subscriptions.js'
 const BATCH = 100
 // How long an EventSource waits before it reconnects (the `retry:` hint).
 const RECONNECT_MS = 2000
-
-const Cursor = Type.String({ minLength: 1, maxLength: 100, description: 'A cursor: an `id:` of this stream, a subscription\'s position or a next_cursor of GET /api/inbox' })
-
-const cursorOf = (value: string, where: string): InboxPosition => {
-  const position = parseCursor(value)
-  if (position === undefined) throw apiError('badRequest', 'invalid_cursor', `${where} is not an id of this stream or a cursor from this API`)
-  return position
-}
 
 /**
  * A subscription's events as Server-Sent Events: each matching event in log order with its position as `id:`, so
@@ -44,8 +36,8 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       operationId: 'streamSubscription',
       summary: 'Server-Sent Events: the subscription\'s events in log order, each with its position as id; resumes after Last-Event-ID',
       params: SubscriptionParams,
-      querystring: Type.Object({ after: Type.Optional(Cursor) }, { additionalProperties: false }),
-      headers: Type.Object({ 'last-event-id': Type.Optional(Cursor) }),
+      querystring: StreamResumeQuery,
+      headers: StreamResumeHeaders,
       response: {
         200: {
           description: 'An endless text/event-stream: a `retry:` hint, then one frame per event (`id:` its position, `data:` the event as GET /api/events/{id} answers it), and comment lines as heartbeats',
@@ -61,12 +53,13 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     // Where to start: after the last event the client had, else after the given cursor, else at the subscription's position.
     const lastEventId = request.headers['last-event-id']
     let after = lastEventId !== undefined
-      ? cursorOf(lastEventId, 'Last-Event-ID')
-      : request.query.after !== undefined ? cursorOf(request.query.after, 'after') : { txid: subscription.floor_txid, seq: subscription.floor_seq }
+      ? streamCursor(lastEventId, 'Last-Event-ID')
+      : request.query.after !== undefined ? streamCursor(request.query.after, 'after') : { txid: subscription.floor_txid, seq: subscription.floor_seq }
 
     const release = streams.acquire(organizationId)
     if (!release) throw apiError('tooManyRequests', 'too_many_streams', `At most ${maxStreams} subscription streams per organization may be open at once; close one first`)
 
+    const lookAgain = lookAgainSchedule()
     const frames: FrameSource = async (write, arrived, ended) => {
       if (arrived === null) await write(`retry: ${RECONNECT_MS}\n\n`)
       for (;;) {
@@ -74,11 +67,12 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
           status: null, deliveryStatus: null, type: null, since: null, after, limit: BATCH, typePatterns: subscription.event_types
         })
         for (const row of rows.slice(0, BATCH)) {
-          if (ended.aborted) return
+          if (ended.aborted) return undefined
           await write(`id: ${encodeCursor(row)}\ndata: ${JSON.stringify(toEventBody(row))}\n\n`)
           after = row
         }
-        if (rows.length <= BATCH || ended.aborted) return
+        if (ended.aborted) return undefined
+        if (rows.length <= BATCH) return lookAgain(await eventsAwaitingReadability(fastify.pg, organizationId))
       }
     }
     openEventStream(request, reply, {

@@ -1,15 +1,9 @@
 import t from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { buildTestApp, createOrganization, type TestOrganization } from '../../../support/helpers.js'
+import { listen } from '../../../support/event-streams.js'
 import { watchLongPolls } from '../../../support/long-polls.js'
 import { waitFor } from '../../../support/webhooks.js'
-
-async function listen (app: FastifyInstance): Promise<string> {
-  await app.listen({ port: 0, host: '127.0.0.1' })
-  const address = app.server.address()
-  if (address === null || typeof address === 'string') throw new Error('no port')
-  return `http://127.0.0.1:${address.port}`
-}
 
 function leaseOverHttp (baseUrl: string, organization: TestOrganization, body: object, signal?: AbortSignal) {
   return fetch(`${baseUrl}/api/inbox/lease`, {
@@ -113,39 +107,4 @@ t.test('200 concurrent long polls hold no pool client, an aborted one frees its 
   t.equal(watch.woken, 0, 'none was woken: with its deadline out of reach and its client still there, each wait was ended by the shutdown')
   t.equal(app.wakeUps.waiting, 0, 'no poll waits after shutdown')
   t.equal(app.pg.pool.totalCount, 0, 'the pool is closed')
-})
-
-t.test('the event stream notifies new events, sends heartbeats and closes on shutdown', async (t) => {
-  const app = await buildTestApp(t, { INBOX_STREAM_HEARTBEAT_SECONDS: '1' })
-  const baseUrl = await listen(app)
-  const organization = await createOrganization(app)
-  const response = await fetch(`${baseUrl}/api/inbox/stream`, { headers: organization.headers })
-  t.equal(response.status, 200)
-  t.match(response.headers.get('content-type'), /text\/event-stream/)
-  const reader = response.body?.getReader()
-  if (!reader) throw new Error('no body')
-  const decoder = new TextDecoder()
-  let received = ''
-  const readUntil = async (pattern: RegExp) => {
-    while (!pattern.test(received)) {
-      const { value, done } = await reader.read()
-      if (done) return false
-      received += decoder.decode(value)
-    }
-    return true
-  }
-
-  t.ok(await readUntil(/: connected/), 'the stream opens with a comment')
-  await sendOverHttp(baseUrl, organization, [{ type: 'a', payload: {} }, { type: 'b', payload: {} }, { type: 'c', payload: {} }])
-  t.ok(await readUntil(/data: \{"count":3\}/), 'one coalesced frame for the three events')
-  t.ok(await readUntil(/: heartbeat/), 'heartbeat comments keep the connection alive')
-
-  await app.close()
-  t.notOk(await readUntil(/never/), 'the stream ends when the server shuts down')
-})
-
-t.test('the event stream needs an API key', async (t) => {
-  const app = await buildTestApp(t)
-  const response = await app.inject({ method: 'GET', url: '/api/inbox/stream' })
-  t.equal(response.statusCode, 401)
 })
