@@ -148,41 +148,95 @@ export async function countPending (db: Queryable, subscriptionIds: string[]): P
   return new Map(rows.map(({ subscription_id: id, ...counts }) => [id, counts]))
 }
 
+// A pending row whose last allowed lease has ended (alias se, max_attempts $2): compaction dead-letters it.
+const EXHAUSTED = 'coalesce(se.leased_until <= now() AND se.attempts >= $2, false)'
+
 /**
- * Moves the subscription's state forward (its row locked by the caller): events whose last allowed lease expired
- * are dead-lettered, the ack floor moves up to just before the first event still pending (to the frontier when
- * none is), and acked rows the floor has passed are deleted. Acks only mark rows, so they never wait on the lock.
+ * One statement (its CTEs share a snapshot, so each says what the others do): dead-letters pending rows whose
+ * last allowed lease expired; moves the ack floor up to just before the first row still pending and not being
+ * dead-lettered (to the frontier when none is: a replay's rows beyond it are reached by the live read later, and
+ * redriven dead letters below the floor are leased from the pending set); refills the rate bucket up to now (one
+ * second's worth at most, at rate_limit_per_second); deletes acked rows the new floor has passed. `then` is the
+ * statement's final SELECT, over `moved` (the subscription's new floor and tokens).
+ */
+const compactionStatement = (then: string) => `
+  WITH dead AS (
+    UPDATE subscription_events se SET state = 'dead', dead_at = now(), lease_id = NULL, leased_until = NULL
+    WHERE se.subscription_id = $1 AND se.state = 'pending' AND ${EXHAUSTED}
+  ), moved AS (
+    UPDATE subscriptions s SET (floor_txid, floor_seq) = (
+      SELECT coalesce(open.txid, s.frontier_txid), coalesce(open.seq - 1, s.frontier_seq)
+      FROM (SELECT 1) one LEFT JOIN LATERAL (
+        SELECT se.txid, se.seq FROM subscription_events se
+        WHERE se.subscription_id = s.id AND se.state = 'pending' AND NOT ${EXHAUSTED}
+          AND (se.txid, se.seq) > (s.floor_txid, s.floor_seq) AND (se.txid, se.seq) <= (s.frontier_txid, s.frontier_seq)
+        ORDER BY se.txid, se.seq LIMIT 1
+      ) open ON true),
+      rate_tokens = CASE WHEN s.rate_limit_per_second IS NULL THEN s.rate_tokens
+        ELSE least(s.rate_limit_per_second, s.rate_tokens + extract(epoch FROM clock_timestamp() - s.rate_refilled_at)::float8 * s.rate_limit_per_second) END,
+      rate_refilled_at = CASE WHEN s.rate_limit_per_second IS NULL THEN s.rate_refilled_at ELSE clock_timestamp() END
+    WHERE s.id = $1
+    RETURNING s.floor_txid, s.floor_seq, CASE WHEN s.rate_limit_per_second IS NULL THEN NULL ELSE s.rate_tokens END AS tokens
+  ), forgotten AS (
+    DELETE FROM subscription_events se USING moved
+    WHERE se.subscription_id = $1 AND se.state = 'acked' AND (se.txid, se.seq) <= (moved.floor_txid, moved.floor_seq)
+  )
+  ${then}`
+
+interface Compacted {
+  floor_txid: string
+  floor_seq: string
+  /** The rate bucket's tokens after the refill; null when the subscription has no cap. */
+  tokens: number | null
+}
+
+/**
+ * Moves the subscription's state forward (its row locked by the caller, in a statement before this one: a
+ * statement that waited for the lock would read the pending set as it was before the lock's holder committed).
+ * Acks only mark rows, so they never wait on the lock.
  */
 export async function compactSubscription (client: Queryable, subscription: SubscriptionRow): Promise<SubscriptionRow> {
-  await client.query({
-    name: 'dead-letter-exhausted',
-    text: `UPDATE subscription_events SET state = 'dead', dead_at = now(), lease_id = NULL, leased_until = NULL
-           WHERE subscription_id = $1 AND state = 'pending' AND leased_until <= now() AND attempts >= $2`,
+  const { rows } = await client.query<Compacted>({
+    name: 'compact-subscription',
+    text: compactionStatement('SELECT floor_txid::text, floor_seq::text, tokens FROM moved'),
     values: [subscription.id, subscription.max_attempts]
   })
-  const { rows } = await client.query<{ floor_txid: string, floor_seq: string }>({
-    name: 'advance-ack-floor',
-    // Only pending rows above the floor hold it back: redriven dead letters below it are leased from the pending set.
-    // Nor can it pass the frontier: a replay may have added pending rows beyond it, which the live read reaches later.
-    text: `UPDATE subscriptions s SET (floor_txid, floor_seq) = (
-             SELECT coalesce(open.txid, s.frontier_txid), coalesce(open.seq - 1, s.frontier_seq)
-             FROM (SELECT 1) one LEFT JOIN LATERAL (
-               SELECT txid, seq FROM subscription_events
-               WHERE subscription_id = s.id AND state = 'pending' AND (txid, seq) > (s.floor_txid, s.floor_seq)
-                 AND (txid, seq) <= (s.frontier_txid, s.frontier_seq)
-               ORDER BY txid, seq LIMIT 1
-             ) open ON true)
-           WHERE s.id = $1
-           RETURNING floor_txid, floor_seq`,
-    values: [subscription.id]
-  })
   const floor = rows[0] ?? subscription
-  await client.query({
-    name: 'forget-acked-below-floor',
-    text: 'DELETE FROM subscription_events WHERE subscription_id = $1 AND state = \'acked\' AND (txid, seq) <= ($2::xid8, $3::bigint)',
-    values: [subscription.id, floor.floor_txid, floor.floor_seq]
-  })
   return { ...subscription, floor_txid: floor.floor_txid, floor_seq: floor.floor_seq }
+}
+
+/** Pending rows under an unexpired lease, and the expired or released ones a lease may take (in all, and of `type`). */
+export interface LeaseCounts {
+  in_flight: number
+  available: number
+  available_of_type: number
+  /** Milliseconds until the first event waiting out its retry schedule may be leased; null when none waits. */
+  next_retry_in_ms: number | null
+}
+
+/**
+ * What a lease starts with, in one round trip: the compaction (compactSubscription), the rate bucket's tokens after
+ * its refill, and the pending set's counts as the compaction leaves it.
+ */
+export async function compactForLease (client: Queryable, subscription: SubscriptionRow, type: string | null): Promise<{ subscription: SubscriptionRow, tokens: number | null, counts: LeaseCounts }> {
+  const { rows } = await client.query<Compacted & LeaseCounts>({
+    name: 'compact-for-lease',
+    text: compactionStatement(`
+      SELECT moved.floor_txid::text, moved.floor_seq::text, moved.tokens, counts.*
+      FROM moved, (
+        SELECT count(*) FILTER (WHERE se.leased_until > now())::int AS in_flight,
+               count(*) FILTER (WHERE ${availableNow('$4::int[]')})::int AS available,
+               count(*) FILTER (WHERE ${availableNow('$4::int[]')} AND ($3::text IS NULL OR se.type = $3))::int AS available_of_type,
+               ceil(extract(epoch FROM min(se.leased_until + make_interval(secs => coalesce(($4::int[])[least(se.attempts, cardinality($4::int[]))], 0))) FILTER (
+                 WHERE se.leased_until <= now() AND NOT ${availableNow('$4::int[]')} AND ($3::text IS NULL OR se.type = $3)) - now()) * 1000)::float8 AS next_retry_in_ms
+        FROM subscription_events se WHERE se.subscription_id = $1 AND se.state = 'pending' AND NOT ${EXHAUSTED}
+      ) counts`),
+    values: [subscription.id, subscription.max_attempts, type, subscription.retry_schedule]
+  })
+  const row = rows[0]
+  if (row === undefined) return { subscription, tokens: null, counts: { in_flight: 0, available: 0, available_of_type: 0, next_retry_in_ms: null } }
+  const { floor_txid: floorTxid, floor_seq: floorSeq, tokens, ...counts } = row
+  return { subscription: { ...subscription, floor_txid: floorTxid, floor_seq: floorSeq }, tokens, counts }
 }
 
 /**
@@ -228,49 +282,9 @@ export async function readAhead (client: Queryable, subscription: SubscriptionRo
   }
 }
 
-/**
- * Refills the subscription's rate bucket up to now (its row locked by the caller) and returns the tokens it holds:
- * one second's worth at most, refilled at rate_limit_per_second. Null when the subscription has no cap.
- */
-export async function refillRateTokens (client: Queryable, subscriptionId: string): Promise<number | null> {
-  const { rows } = await client.query<{ rate_tokens: number }>({
-    name: 'refill-rate-tokens',
-    text: `UPDATE subscriptions
-           SET rate_tokens = least(rate_limit_per_second, rate_tokens + extract(epoch FROM clock_timestamp() - rate_refilled_at)::float8 * rate_limit_per_second),
-               rate_refilled_at = clock_timestamp()
-           WHERE id = $1 AND rate_limit_per_second IS NOT NULL
-           RETURNING rate_tokens`,
-    values: [subscriptionId]
-  })
-  return rows[0]?.rate_tokens ?? null
-}
-
 /** Takes one token per event handed out. */
 export async function spendRateTokens (client: Queryable, subscriptionId: string, count: number): Promise<void> {
   await client.query({ name: 'spend-rate-tokens', text: 'UPDATE subscriptions SET rate_tokens = rate_tokens - $2 WHERE id = $1', values: [subscriptionId, count] })
-}
-
-/** Pending rows under an unexpired lease, and the expired or released ones a lease may take (in all, and of `type`). */
-export interface LeaseCounts {
-  in_flight: number
-  available: number
-  available_of_type: number
-  /** Milliseconds until the first event waiting out its retry schedule may be leased; null when none waits. */
-  next_retry_in_ms: number | null
-}
-
-export async function leaseCounts (client: Queryable, subscription: SubscriptionRow, type: string | null): Promise<LeaseCounts> {
-  const { rows } = await client.query<LeaseCounts>({
-    name: 'subscription-lease-counts',
-    text: `SELECT count(*) FILTER (WHERE se.leased_until > now())::int AS in_flight,
-                  count(*) FILTER (WHERE ${availableNow('$3::int[]')})::int AS available,
-                  count(*) FILTER (WHERE ${availableNow('$3::int[]')} AND ($2::text IS NULL OR se.type = $2))::int AS available_of_type,
-                  ceil(extract(epoch FROM min(se.leased_until + make_interval(secs => coalesce(($3::int[])[least(se.attempts, cardinality($3::int[]))], 0))) FILTER (
-                    WHERE se.leased_until <= now() AND NOT ${availableNow('$3::int[]')} AND ($2::text IS NULL OR se.type = $2)) - now()) * 1000)::float8 AS next_retry_in_ms
-           FROM subscription_events se WHERE se.subscription_id = $1 AND se.state = 'pending'`,
-    values: [subscription.id, type, subscription.retry_schedule]
-  })
-  return rows[0] ?? { in_flight: 0, available: 0, available_of_type: 0, next_retry_in_ms: null }
 }
 
 export interface SubscriptionLeaseRequest {
@@ -309,12 +323,17 @@ export async function leasePending (client: Queryable, subscription: Subscriptio
 const HELD_BY_LEASE = `subscription_id = $1 AND lease_id = $2 AND leased_until > now() AND state = 'pending'
                        AND ($3::uuid[] IS NULL OR event_id = ANY($3::uuid[]))`
 
-/** Marks the lease's events acked; the floor passes them at the next compaction. */
-export async function acknowledgePending (db: Queryable, subscriptionId: string, leaseId: string, ids: string[] | null): Promise<string[]> {
+/**
+ * Marks the lease's events acked, when the subscription is the organization's (no lookup before it: an ack that
+ * acks nothing says why with findSubscription); the floor passes them at the next compaction.
+ */
+export async function acknowledgePending (db: Queryable, organizationId: string, subscriptionId: string, leaseId: string, ids: string[] | null): Promise<string[]> {
   const { rows } = await db.query<{ event_id: string }>({
     name: 'subscription-ack',
-    text: `UPDATE subscription_events SET state = 'acked', lease_id = NULL, leased_until = NULL WHERE ${HELD_BY_LEASE} RETURNING event_id`,
-    values: [subscriptionId, leaseId, ids]
+    text: `UPDATE subscription_events SET state = 'acked', lease_id = NULL, leased_until = NULL
+           WHERE ${HELD_BY_LEASE} AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = $1 AND s.organization_id = $4)
+           RETURNING event_id`,
+    values: [subscriptionId, leaseId, ids, organizationId]
   })
   return rows.map((row) => row.event_id)
 }

@@ -2,7 +2,7 @@ import type { Pool, PoolClient } from 'pg'
 import type { LeasedEventRow } from '../db/events.js'
 import { insertReplay, readingReplays, readReplayAhead, type ReplayRow } from '../db/subscription-replays.js'
 import {
-  compactSubscription, findSubscription, leaseCounts, leasePending, readAhead, refillRateTokens, spendRateTokens,
+  compactForLease, compactSubscription, findSubscription, leasePending, readAhead, spendRateTokens,
   type PendingCounts, type StartPosition, type SubscriptionLeaseRequest, type SubscriptionRow
 } from '../db/subscriptions.js'
 import { inTransaction } from '../db/transaction.js'
@@ -73,9 +73,9 @@ export async function leaseFromSubscription (pool: Pool, organizationId: string,
     const found = await findSubscription(client, organizationId, id, 'FOR UPDATE')
     if (!found) throw subscriptionNotFound(id)
     if (found.paused) throw apiError('conflict', 'subscription_paused', `Subscription ${id} is paused; resume it with PATCH {"paused": false}`)
-    let subscription = await compactSubscription(client, found)
-    const counts = await leaseCounts(client, subscription, request.type)
-    const tokens = await refillRateTokens(client, subscription.id)
+    const compacted = await compactForLease(client, found, request.type)
+    const { counts, tokens } = compacted
+    let { subscription } = compacted
     const room = Math.min(request.limit, subscription.max_in_flight - counts.in_flight, tokens === null ? Infinity : Math.floor(tokens))
     if (room <= 0) {
       const cap = subscription.rate_limit_per_second

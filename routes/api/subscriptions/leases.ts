@@ -58,13 +58,15 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     }
   }, async (request) => {
     const organizationId = organizationOf(request).id
-    const subscription = await subscriptionOf(organizationId, request.params.id)
+    const { id } = request.params
     const requested = requestedIds(request.body.event_ids)
-    const acknowledged = await acknowledgePending(fastify.pg, subscription.id, request.body.lease_id, requested)
+    const acknowledged = await acknowledgePending(fastify.pg, organizationId, id, request.body.lease_id, requested)
+    // Nothing acked: a 404 if that is why; the common case, an ack that acks, needs no lookup.
+    if (acknowledged.length === 0) await subscriptionOf(organizationId, id)
     // The floor moves past what was acked now, unless a lease holds the row (it moves it anyway); GET compacts too.
     // The acks are committed: a failed compaction must not answer the client as if they were not.
     if (acknowledged.length > 0) {
-      await compactWhenFree(fastify.pg.pool, organizationId, subscription.id)
+      await compactWhenFree(fastify.pg.pool, organizationId, id)
         .catch((error: unknown) => request.log.warn({ err: error }, 'compaction after an ack failed; the next lease compacts'))
     }
     const done = new Set(acknowledged)
