@@ -17,7 +17,7 @@ import { startReceiver, type Receiver } from './receiver.js'
 import { describeRetentionDrop, dropFilledPartition, fillDayPartition } from './retention-drop.js'
 import { benchFailures, renderReport, saveReport, type Report, type ScenarioResult, type SoakResult } from './report.js'
 import { peakMb, sampleRss, startServer, type BenchServer } from './server.js'
-import { describeSubscriptionDrain, measureSubscriptionDrain } from './subscription-drain.js'
+import { describeSubscriptionDrain, measureSubscriptionDrain, subscriptionDrainEvents } from './subscription-drain.js'
 import { DEFAULT_REPLAY_RATE, describeSubscriptionReplay, measureSubscriptionReplay, subscriptionReplayEvents } from './subscription-replay.js'
 
 /**
@@ -50,6 +50,7 @@ const BACKLOG_ROWS = positiveNumber(process.env.BENCH_BACKLOG_ROWS, 1_000_000)
 const PACED_ROUNDS = Math.round(positiveNumber(process.env.BENCH_PACED_ROUNDS, 3))
 const RETENTION_DROP_ROWS = positiveNumber(process.env.BENCH_RETENTION_DROP_ROWS, 1_000_000)
 const OVERLOAD_CONNECTIONS = overloadConnections(process.env.BENCH_OVERLOAD_CONNECTIONS)
+const SUBSCRIPTION_DRAIN_EVENTS = Math.round(positiveNumber(process.env.BENCH_SUBSCRIPTION_DRAIN_EVENTS, subscriptionDrainEvents(DURATION_SECONDS)))
 const REPLAY_EVENTS = Math.round(positiveNumber(process.env.BENCH_REPLAY_EVENTS, subscriptionReplayEvents(DURATION_SECONDS)))
 const REPLAY_RATE = Math.round(positiveNumber(process.env.BENCH_REPLAY_RATE, DEFAULT_REPLAY_RATE))
 
@@ -310,7 +311,7 @@ async function runIngestScenarios (databaseUrl: string, receiverUrl: string): Pr
       const spec = specs[name]
       if (!SELECTED.has(name)) continue
       if (name === 'raw') results.push(await measureRaw(server, databaseUrl))
-      else if (name === 'subscription-drain') results.push(await measureSubscriptionDrain(server, databaseUrl, DURATION_SECONDS, WARM_UP_SECONDS))
+      else if (name === 'subscription-drain') results.push(await measureSubscriptionDrain(server, databaseUrl, SUBSCRIPTION_DRAIN_EVENTS, WARM_UP_SECONDS))
       else if (name === 'subscription-replay') results.push(await measureSubscriptionReplay(server, databaseUrl, REPLAY_EVENTS, REPLAY_RATE))
       else if (spec) results.push(await measureHttp(server, databaseUrl, spec))
     }
@@ -379,7 +380,7 @@ async function runDelivery (databaseUrl: string, receiver: Receiver): Promise<Pi
 function describeDelivery (): string {
   const parts = [
     DELIVERY_SCENARIOS.some((name) => SELECTED.has(name)) ? describeDeliveryScenarios(DURATION_SECONDS, PACED_ROUNDS) : '',
-    SELECTED.has('subscription-drain') ? describeSubscriptionDrain(DURATION_SECONDS) : '',
+    SELECTED.has('subscription-drain') ? describeSubscriptionDrain(SUBSCRIPTION_DRAIN_EVENTS) : '',
     SELECTED.has('subscription-replay') ? describeSubscriptionReplay(REPLAY_EVENTS, REPLAY_RATE) : '',
     SELECTED.has('delivery-backlog') ? describeBacklog(BACKLOG_ROWS) : '',
     SELECTED.has('retention-drop') ? describeRetentionDrop(RETENTION_DROP_ROWS) : ''

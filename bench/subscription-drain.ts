@@ -14,8 +14,8 @@ const EVENTS_PER_SECOND = 2000
 export const subscriptionDrainEvents = (durationSeconds: number) => scaledEvents(EVENTS_PER_SECOND, durationSeconds)
 
 /** The scenario's set-up, for the report's settings line. */
-export function describeSubscriptionDrain (durationSeconds: number): string {
-  return `subscription-drain: ${subscriptionDrainEvents(durationSeconds)} events queued through batches of 100, then ${CONSUMERS} consumers ` +
+export function describeSubscriptionDrain (events: number): string {
+  return `subscription-drain: ${events} events queued through batches of 100, then ${CONSUMERS} consumers ` +
     `leasing ${LEASE_LIMIT} and acking each lease on one pull subscription started at the beginning`
 }
 
@@ -78,11 +78,11 @@ async function backlogAndDrain (server: BenchServer, name: string, events: numbe
  * subscription. events/s = events leased and acked ÷ seconds from the first lease to the last ack;
  * requests/s and latency cover every lease and ack request.
  */
-export async function measureSubscriptionDrain (server: BenchServer, databaseUrl: string, durationSeconds: number, warmUpSeconds: number): Promise<ScenarioResult> {
+export async function measureSubscriptionDrain (server: BenchServer, databaseUrl: string, events: number, warmUpSeconds: number): Promise<ScenarioResult> {
   const name = 'subscription-drain'
   // The lease and ack paths are cold in a server that only ingested so far.
   await backlogAndDrain(server, `bench-warm-up-${name}`, subscriptionDrainEvents(warmUpSeconds))
-  const { organization, sent, subscriptionId, timed, rssSamples } = await backlogAndDrain(server, `bench-${name}`, subscriptionDrainEvents(durationSeconds))
+  const { organization, sent, subscriptionId, timed, rssSamples } = await backlogAndDrain(server, `bench-${name}`, events)
   const { drain, latenciesMs, drainSeconds, wallSeconds } = timed
   const check = checkDrain(sent.acceptedIds, await countEvents(databaseUrl, organization.id),
     drain, await pendingCounts(server.baseUrl, organization, subscriptionId))
