@@ -1,5 +1,5 @@
 import type { Queryable } from './queryable.js'
-import type { SubscriptionRow } from './subscriptions.js'
+import { recordPendingBelowFloor, type SubscriptionRow } from './subscriptions.js'
 
 export interface ReplayRow {
   id: string
@@ -128,6 +128,7 @@ export async function readReplayAhead (client: Queryable, subscription: Subscrip
              ON CONFLICT (subscription_id, txid, seq) DO UPDATE
              SET replay_id = excluded.replay_id, state = 'pending', dead_at = NULL,
                  attempts = CASE WHEN se.state = 'pending' THEN se.attempts ELSE 0 END
+           ), recorded AS (${recordPendingBelowFloor('read')}
            ), last AS (
              SELECT txid, seq FROM scanned ORDER BY txid DESC, seq DESC LIMIT 1
            )

@@ -148,6 +148,26 @@ export async function countPending (db: Queryable, subscriptionIds: string[]): P
   return new Map(rows.map(({ subscription_id: id, ...counts }) => [id, counts]))
 }
 
+/**
+ * Where subscription $1's pending rows start (a FROM item `low`: txid, seq): the ack floor, or below it the first
+ * row a redrive or a replay made pending there (migration 015). Scans of the pending set start at it.
+ */
+const LOW = `(SELECT CASE WHEN below THEN s.below_floor_txid ELSE s.floor_txid END AS txid,
+                      CASE WHEN below THEN s.below_floor_seq ELSE s.floor_seq END AS seq
+               FROM subscriptions s,
+                    LATERAL (SELECT coalesce((s.below_floor_txid, s.below_floor_seq) < (s.floor_txid, s.floor_seq), false) AS below) b
+               WHERE s.id = $1) low`
+
+/**
+ * An UPDATE that records rows made pending (the positions in `made`, a CTE or table with txid and seq) that lie at
+ * or below subscription $1's floor, so that scans of its pending set start low enough to find them.
+ */
+export const recordPendingBelowFloor = (made: string) => `
+  UPDATE subscriptions s SET (below_floor_txid, below_floor_seq) = (first.txid, first.seq)
+  FROM (SELECT txid, seq FROM ${made} ORDER BY txid, seq LIMIT 1) first
+  WHERE s.id = $1 AND (first.txid, first.seq) <= (s.floor_txid, s.floor_seq)
+    AND (s.below_floor_txid IS NULL OR (first.txid, first.seq) < (s.below_floor_txid, s.below_floor_seq))`
+
 // A pending row whose last allowed lease has ended (alias se, max_attempts $2): compaction dead-letters it.
 const EXHAUSTED = 'coalesce(se.leased_until <= now() AND se.attempts >= $2, false)'
 
@@ -162,7 +182,8 @@ const EXHAUSTED = 'coalesce(se.leased_until <= now() AND se.attempts >= $2, fals
 const compactionStatement = (then: string) => `
   WITH dead AS (
     UPDATE subscription_events se SET state = 'dead', dead_at = now(), lease_id = NULL, leased_until = NULL
-    WHERE se.subscription_id = $1 AND se.state = 'pending' AND ${EXHAUSTED}
+    FROM ${LOW}
+    WHERE se.subscription_id = $1 AND (se.txid, se.seq) >= (low.txid, low.seq) AND se.state = 'pending' AND ${EXHAUSTED}
   ), moved AS (
     UPDATE subscriptions s SET (floor_txid, floor_seq) = (
       SELECT coalesce(open.txid, s.frontier_txid), coalesce(open.seq - 1, s.frontier_seq)
@@ -174,12 +195,20 @@ const compactionStatement = (then: string) => `
       ) open ON true),
       rate_tokens = CASE WHEN s.rate_limit_per_second IS NULL THEN s.rate_tokens
         ELSE least(s.rate_limit_per_second, s.rate_tokens + extract(epoch FROM clock_timestamp() - s.rate_refilled_at)::float8 * s.rate_limit_per_second) END,
-      rate_refilled_at = CASE WHEN s.rate_limit_per_second IS NULL THEN s.rate_refilled_at ELSE clock_timestamp() END
+      rate_refilled_at = CASE WHEN s.rate_limit_per_second IS NULL THEN s.rate_refilled_at ELSE clock_timestamp() END,
+      -- Kept while a row below the floor is still pending (between the old floor and the new one none is).
+      (below_floor_txid, below_floor_seq) = (
+        SELECT CASE WHEN still THEN s.below_floor_txid END, CASE WHEN still THEN s.below_floor_seq END
+        FROM (SELECT EXISTS (
+          SELECT 1 FROM subscription_events se
+          WHERE se.subscription_id = s.id AND (se.txid, se.seq) >= (s.below_floor_txid, s.below_floor_seq)
+            AND (se.txid, se.seq) <= (s.floor_txid, s.floor_seq) AND se.state = 'pending' AND NOT ${EXHAUSTED}) AS still) k)
     WHERE s.id = $1
     RETURNING s.floor_txid, s.floor_seq, CASE WHEN s.rate_limit_per_second IS NULL THEN NULL ELSE s.rate_tokens END AS tokens
   ), forgotten AS (
-    DELETE FROM subscription_events se USING moved
-    WHERE se.subscription_id = $1 AND se.state = 'acked' AND (se.txid, se.seq) <= (moved.floor_txid, moved.floor_seq)
+    DELETE FROM subscription_events se USING moved, ${LOW}
+    WHERE se.subscription_id = $1 AND (se.txid, se.seq) >= (low.txid, low.seq) AND (se.txid, se.seq) <= (moved.floor_txid, moved.floor_seq)
+      AND se.state = 'acked'
   )
   ${then}`
 
@@ -229,7 +258,8 @@ export async function compactForLease (client: Queryable, subscription: Subscrip
                count(*) FILTER (WHERE ${availableNow('$4::int[]')} AND ($3::text IS NULL OR se.type = $3))::int AS available_of_type,
                ceil(extract(epoch FROM min(se.leased_until + make_interval(secs => coalesce(($4::int[])[least(se.attempts, cardinality($4::int[]))], 0))) FILTER (
                  WHERE se.leased_until <= now() AND NOT ${availableNow('$4::int[]')} AND ($3::text IS NULL OR se.type = $3)) - now()) * 1000)::float8 AS next_retry_in_ms
-        FROM subscription_events se WHERE se.subscription_id = $1 AND se.state = 'pending' AND NOT ${EXHAUSTED}
+        FROM subscription_events se, ${LOW}
+        WHERE se.subscription_id = $1 AND (se.txid, se.seq) >= (low.txid, low.seq) AND se.state = 'pending' AND NOT ${EXHAUSTED}
       ) counts`),
     values: [subscription.id, subscription.max_attempts, type, subscription.retry_schedule]
   })
@@ -302,10 +332,10 @@ export async function leasePending (client: Queryable, subscription: Subscriptio
              UPDATE subscription_events se
              SET lease_id = $2, leased_until = now() + make_interval(secs => $6), attempts = se.attempts + 1
              FROM (
-               SELECT txid, seq FROM subscription_events se
-               WHERE subscription_id = $1 AND state = 'pending' AND ${availableNow('$7::int[]')}
-                 AND attempts < $5 AND ($3::text IS NULL OR type = $3)
-               ORDER BY txid, seq LIMIT $4
+               SELECT se.txid, se.seq FROM subscription_events se, ${LOW}
+               WHERE se.subscription_id = $1 AND (se.txid, se.seq) >= (low.txid, low.seq) AND se.state = 'pending'
+                 AND ${availableNow('$7::int[]')} AND se.attempts < $5 AND ($3::text IS NULL OR se.type = $3)
+               ORDER BY se.txid, se.seq LIMIT $4
              ) available
              WHERE se.subscription_id = $1 AND se.txid = available.txid AND se.seq = available.seq
              RETURNING se.event_id, se.event_created_at, se.attempts, se.leased_until, se.txid, se.seq
@@ -367,7 +397,7 @@ export async function seekSubscription (client: Queryable, subscription: Subscri
   const { rows } = await client.query<SubscriptionRow>(
     `WITH start AS (${START_POSITION})
      UPDATE subscriptions SET floor_txid = start.txid, floor_seq = start.seq, frontier_txid = start.txid, frontier_seq = start.seq,
-                              position_expired_at = NULL, updated_at = now()
+                              below_floor_txid = NULL, below_floor_seq = NULL, position_expired_at = NULL, updated_at = now()
      FROM start WHERE id = $6
      RETURNING ${COLUMNS}`,
     [...startValues(subscription.organization_id, to), subscription.id])
@@ -393,13 +423,20 @@ export async function listDeadLetters (db: Queryable, subscriptionId: string, li
   return rows
 }
 
-/** Dead letters (all, or those listed) back to available with a fresh attempt budget; how many. */
-export async function redriveDeadLetters (db: Queryable, subscriptionId: string, ids: string[] | null): Promise<number> {
-  const { rowCount } = await db.query(
-    `UPDATE subscription_events SET state = 'pending', attempts = 0, dead_at = NULL
-     WHERE subscription_id = $1 AND state = 'dead' AND ($2::uuid[] IS NULL OR event_id = ANY($2::uuid[]))`,
+/**
+ * Dead letters (all, or those listed) back to available with a fresh attempt budget; how many. Run with the
+ * subscription's row locked, so that no compaction reads the pending set between the two.
+ */
+export async function redriveDeadLetters (client: Queryable, subscriptionId: string, ids: string[] | null): Promise<number> {
+  const { rows } = await client.query<{ redriven: number }>(
+    `WITH redriven AS (
+       UPDATE subscription_events SET state = 'pending', attempts = 0, dead_at = NULL
+       WHERE subscription_id = $1 AND state = 'dead' AND ($2::uuid[] IS NULL OR event_id = ANY($2::uuid[]))
+       RETURNING txid, seq
+     ), recorded AS (${recordPendingBelowFloor('redriven')})
+     SELECT count(*)::int AS redriven FROM redriven`,
     [subscriptionId, ids])
-  return rowCount ?? 0
+  return rows[0]?.redriven ?? 0
 }
 
 /**

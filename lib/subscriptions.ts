@@ -2,7 +2,7 @@ import type { Pool, PoolClient } from 'pg'
 import type { LeasedEventRow } from '../db/events.js'
 import { insertReplay, readingReplays, readReplayAhead, type ReplayRow } from '../db/subscription-replays.js'
 import {
-  compactForLease, compactSubscription, findSubscription, leasePending, readAhead, spendRateTokens,
+  compactForLease, compactSubscription, findSubscription, leasePending, readAhead, redriveDeadLetters, spendRateTokens,
   type PendingCounts, type StartPosition, type SubscriptionLeaseRequest, type SubscriptionRow
 } from '../db/subscriptions.js'
 import { inTransaction } from '../db/transaction.js'
@@ -138,6 +138,19 @@ export async function currentSubscription (pool: Pool, organizationId: string, i
   return await inTransaction(pool, async (client) => {
     const found = await findSubscription(client, organizationId, id, 'FOR UPDATE')
     return found && await compactSubscription(client, found)
+  })
+}
+
+/**
+ * Dead letters (all, or those listed) back to available, under the subscription's row lock and after a compaction
+ * (so leases that just ran out their attempts are among them); how many. Undefined when the subscription is not found.
+ */
+export async function redriveSubscription (pool: Pool, organizationId: string, id: string, ids: string[] | null): Promise<number | undefined> {
+  return await inTransaction(pool, async (client) => {
+    const found = await findSubscription(client, organizationId, id, 'FOR UPDATE')
+    if (!found) return undefined
+    await compactSubscription(client, found)
+    return await redriveDeadLetters(client, found.id, ids)
   })
 }
 

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { listDeadLetters, redriveDeadLetters } from '../../../db/subscriptions.js'
+import { listDeadLetters } from '../../../db/subscriptions.js'
 import { normalizeIds } from '../../../lib/events.js'
-import { currentSubscription, subscriptionNotFound } from '../../../lib/subscriptions.js'
+import { currentSubscription, redriveSubscription, subscriptionNotFound } from '../../../lib/subscriptions.js'
 import { organizationOf } from '../../../plugins/app/auth.js'
 import { errorResponses } from '../../../schemas/errors.js'
 import { ref } from '../../../schemas/ref.js'
@@ -46,10 +46,9 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     }
   }, async (request) => {
     const organizationId = organizationOf(request).id
-    const subscription = await currentSubscription(fastify.pg.pool, organizationId, request.params.id)
-    if (!subscription) throw subscriptionNotFound(request.params.id)
     const ids = request.body.event_ids === undefined ? null : normalizeIds(request.body.event_ids)
-    const redriven = await redriveDeadLetters(fastify.pg, subscription.id, ids)
+    const redriven = await redriveSubscription(fastify.pg.pool, organizationId, request.params.id, ids)
+    if (redriven === undefined) throw subscriptionNotFound(request.params.id)
     if (redriven > 0) fastify.wakeUps.announceEvents(organizationId, redriven)
     return { redriven }
   })
