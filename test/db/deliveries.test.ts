@@ -105,3 +105,36 @@ t.test('a claim rewrites its rows in place (HOT updates: no new index entries)',
   }
   t.equal(await checkedOutAfterSettling(app), 0, 'no pool client checked out')
 })
+
+t.test('a claim smaller than the due work takes every endpoint\'s first before anyone\'s second, in each organization and across them', async (t) => {
+  const app = await buildTestApp(t, { WEBHOOK_ALLOW_PRIVATE_URLS: 'true' })
+  const busy = await createOrganization(app)
+  const other = await createOrganization(app)
+  const a = await createWebhook(t, app, busy, { url: 'http://127.0.0.1:9/a', event_types: ['backlog.*'] })
+  const c = await createWebhook(t, app, busy, { url: 'http://127.0.0.1:9/c', event_types: ['late.*'] })
+  const b = await createWebhook(t, app, other, { url: 'http://127.0.0.1:9/b' })
+  // The busy endpoint's four deliveries are the oldest due; the other two endpoints' come after them.
+  for (let i = 0; i < 4; i++) await sendEvent(app, busy, { type: 'backlog.item', payload: { i } })
+  await sendEvent(app, other, { type: 'late.other', payload: {} })
+  await sendEvent(app, busy, { type: 'late.busy', payload: {} })
+  const capacities: Array<[string, number]> = [[a.id, 10], [b.id, 10], [c.id, 10]]
+  const client = await app.pg.pool.connect()
+  try {
+    await client.query('BEGIN')
+    // Only these endpoints' rows (defaultCapacity 0): the database is shared with the tests running beside this one.
+    const claimOf = async (limit: number, organizationCapacities: Array<[string, number]> = []) => {
+      await client.query('SAVEPOINT claim')
+      const claimed = await claimDeliveries(client, { limit, claimSeconds: 30, capacities, defaultCapacity: 0, organizationCapacities })
+      await client.query('ROLLBACK TO SAVEPOINT claim')
+      return claimed.map((row) => row.webhook_id).sort()
+    }
+    t.same(await claimOf(6), [a.id, a.id, a.id, a.id, b.id, c.id].sort(), 'control: room for all, all six are claimed')
+    t.same(await claimOf(3), [a.id, b.id, c.id].sort(), 'room for three: one each, though the busy endpoint\'s are the oldest')
+    t.same(await claimOf(4), [a.id, a.id, b.id, c.id].sort(), 'room for four: then the oldest second')
+    t.same(await claimOf(6, [[busy.id, 1]]), [a.id, b.id].sort(), 'an organization with room for one: its endpoints\' oldest first, the other organization unaffected')
+  } finally {
+    await client.query('ROLLBACK')
+    client.release()
+  }
+  t.equal(await checkedOutAfterSettling(app), 0, 'no pool client checked out')
+})
