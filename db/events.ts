@@ -146,6 +146,10 @@ export async function findEvent (db: Queryable, organizationId: string, id: stri
   return rows[0]
 }
 
+// Readable: inserted by a transaction older than every one still running, so no event can later commit before it in
+// (txid, seq) order (migration 007). Every read that follows a position uses it.
+const READABLE = 'txid < pg_snapshot_xmin(pg_current_snapshot())'
+
 /**
  * One page of the inbox after `filter.after`, in (txid, seq) order, holding only events whose inserting
  * transaction is older than every transaction still running: those can no longer be joined by a row that
@@ -157,7 +161,7 @@ export async function listEvents (db: Queryable, organizationId: string, filter:
   const { rows } = await db.query<EventRow>({
     text: `SELECT ${COLUMNS} FROM events
            WHERE organization_id = $1 AND (txid, seq) > ($2::xid8, $3::bigint)
-             AND txid < pg_snapshot_xmin(pg_current_snapshot())
+             AND ${READABLE}
              AND ($4::text IS NULL OR status = $4)
              AND ($5::text IS NULL OR delivery_status = $5)
              AND ($6::text IS NULL OR type = $6)
@@ -175,7 +179,7 @@ export async function lastReadablePosition (db: Queryable, organizationId: strin
   const { rows } = await db.query<InboxPosition>({
     name: 'last-readable-position',
     text: `SELECT txid::text AS txid, seq::text AS seq FROM events
-           WHERE organization_id = $1 AND txid < pg_snapshot_xmin(pg_current_snapshot())
+           WHERE organization_id = $1 AND ${READABLE}
            ORDER BY txid DESC, seq DESC LIMIT 1`,
     values: [organizationId]
   })
@@ -195,7 +199,7 @@ export async function countEventsAfter (db: Queryable, organizationId: string, a
     name: 'count-events-after',
     text: `WITH readable AS (
              SELECT txid, seq FROM events
-             WHERE organization_id = $1 AND (txid, seq) > ($2::xid8, $3::bigint) AND txid < pg_snapshot_xmin(pg_current_snapshot())
+             WHERE organization_id = $1 AND (txid, seq) > ($2::xid8, $3::bigint) AND ${READABLE}
              ORDER BY txid, seq LIMIT $4),
            last AS (SELECT txid, seq FROM readable ORDER BY txid DESC, seq DESC LIMIT 1)
            SELECT (SELECT count(*)::int FROM readable) AS count, (SELECT txid::text FROM last) AS txid, (SELECT seq::text FROM last) AS seq`,
@@ -214,7 +218,7 @@ export async function countEventsAfter (db: Queryable, organizationId: string, a
 export async function eventsAwaitingReadability (db: Queryable, organizationId: string): Promise<boolean> {
   const { rows } = await db.query<{ waiting: boolean }>({
     name: 'events-awaiting-readability',
-    text: `SELECT EXISTS (SELECT 1 FROM events WHERE organization_id = $1 AND txid >= pg_snapshot_xmin(pg_current_snapshot())) AS waiting`,
+    text: `SELECT EXISTS (SELECT 1 FROM events WHERE organization_id = $1 AND NOT ${READABLE}) AS waiting`,
     values: [organizationId]
   })
   return rows[0]?.waiting === true

@@ -149,14 +149,14 @@ export async function countPending (db: Queryable, subscriptionIds: string[]): P
 }
 
 /**
- * Where subscription $1's pending rows start (a FROM item `low`: txid, seq): the ack floor, or below it the first
- * row a redrive or a replay made pending there (migration 015). Scans of the pending set start at it.
+ * Where subscription $1's pending rows start (txid, seq): the ack floor, or below it the first row a redrive or a
+ * replay made pending there (migration 015; a null bound compares as unknown, so the floor). Scans of the pending
+ * set start at it.
  */
-const LOW = `(SELECT CASE WHEN below THEN s.below_floor_txid ELSE s.floor_txid END AS txid,
-                      CASE WHEN below THEN s.below_floor_seq ELSE s.floor_seq END AS seq
-               FROM subscriptions s,
-                    LATERAL (SELECT coalesce((s.below_floor_txid, s.below_floor_seq) < (s.floor_txid, s.floor_seq), false) AS below) b
-               WHERE s.id = $1) low`
+const LOW = `SELECT CASE WHEN below THEN s.below_floor_txid ELSE s.floor_txid END AS txid,
+                    CASE WHEN below THEN s.below_floor_seq ELSE s.floor_seq END AS seq
+             FROM subscriptions s, LATERAL (SELECT (s.below_floor_txid, s.below_floor_seq) < (s.floor_txid, s.floor_seq) AS below) b
+             WHERE s.id = $1`
 
 /**
  * An UPDATE that records rows made pending (the positions in `made`, a CTE or table with txid and seq) that lie at
@@ -180,9 +180,9 @@ const EXHAUSTED = 'coalesce(se.leased_until <= now() AND se.attempts >= $2, fals
  * statement's final SELECT, over `moved` (the subscription's new floor and tokens).
  */
 const compactionStatement = (then: string) => `
-  WITH dead AS (
+  WITH low AS (${LOW}), dead AS (
     UPDATE subscription_events se SET state = 'dead', dead_at = now(), lease_id = NULL, leased_until = NULL
-    FROM ${LOW}
+    FROM low
     WHERE se.subscription_id = $1 AND (se.txid, se.seq) >= (low.txid, low.seq) AND se.state = 'pending' AND ${EXHAUSTED}
   ), moved AS (
     UPDATE subscriptions s SET (floor_txid, floor_seq) = (
@@ -206,7 +206,7 @@ const compactionStatement = (then: string) => `
     WHERE s.id = $1
     RETURNING s.floor_txid, s.floor_seq, CASE WHEN s.rate_limit_per_second IS NULL THEN NULL ELSE s.rate_tokens END AS tokens
   ), forgotten AS (
-    DELETE FROM subscription_events se USING moved, ${LOW}
+    DELETE FROM subscription_events se USING moved, low
     WHERE se.subscription_id = $1 AND (se.txid, se.seq) >= (low.txid, low.seq) AND (se.txid, se.seq) <= (moved.floor_txid, moved.floor_seq)
       AND se.state = 'acked'
   )
@@ -258,7 +258,7 @@ export async function compactForLease (client: Queryable, subscription: Subscrip
                count(*) FILTER (WHERE ${availableNow('$4::int[]')} AND ($3::text IS NULL OR se.type = $3))::int AS available_of_type,
                ceil(extract(epoch FROM min(se.leased_until + make_interval(secs => coalesce(($4::int[])[least(se.attempts, cardinality($4::int[]))], 0))) FILTER (
                  WHERE se.leased_until <= now() AND NOT ${availableNow('$4::int[]')} AND ($3::text IS NULL OR se.type = $3)) - now()) * 1000)::float8 AS next_retry_in_ms
-        FROM subscription_events se, ${LOW}
+        FROM subscription_events se, low
         WHERE se.subscription_id = $1 AND (se.txid, se.seq) >= (low.txid, low.seq) AND se.state = 'pending' AND NOT ${EXHAUSTED}
       ) counts`),
     values: [subscription.id, subscription.max_attempts, type, subscription.retry_schedule]
@@ -332,7 +332,7 @@ export async function leasePending (client: Queryable, subscription: Subscriptio
              UPDATE subscription_events se
              SET lease_id = $2, leased_until = now() + make_interval(secs => $6), attempts = se.attempts + 1
              FROM (
-               SELECT se.txid, se.seq FROM subscription_events se, ${LOW}
+               SELECT se.txid, se.seq FROM subscription_events se, (${LOW}) low
                WHERE se.subscription_id = $1 AND (se.txid, se.seq) >= (low.txid, low.seq) AND se.state = 'pending'
                  AND ${availableNow('$7::int[]')} AND se.attempts < $5 AND ($3::text IS NULL OR se.type = $3)
                ORDER BY se.txid, se.seq LIMIT $4

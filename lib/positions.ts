@@ -24,10 +24,19 @@ export function parseCursor (cursor: string): InboxPosition | undefined {
 }
 
 /** A stream's Last-Event-ID or `after`: a cursor, or the client's error naming where it came from. */
-export function streamCursor (value: string, where: string): InboxPosition {
+function streamCursor (value: string, where: string): InboxPosition {
   const position = parseCursor(value)
   if (position === undefined) throw apiError('badRequest', 'invalid_cursor', `${where} is not an id of this stream or a cursor from this API`)
   return position
+}
+
+/**
+ * Where a reconnecting stream resumes: after the Last-Event-ID it sends, else after its `?after` cursor; undefined
+ * when it gives neither (the stream then starts where its kind starts).
+ */
+export function streamResumePosition (lastEventId: string | undefined, after: string | undefined): InboxPosition | undefined {
+  if (lastEventId !== undefined) return streamCursor(lastEventId, 'Last-Event-ID')
+  return after === undefined ? undefined : streamCursor(after, 'after')
 }
 
 /** A cursor that does not parse or is out of range is the client's error. */

@@ -8,10 +8,11 @@ const COALESCE_MS = 100
  * What a stream sends: called once when it opens (`arrived` null) and after each coalesced run of arrivals (with
  * their count; 0 after the wake-up connection came back, when arrivals may have been missed). It writes frames with
  * `write`, which waits while the client is slow to read. Runs never overlap; arrivals during a run make another.
- * It may ask to be run again after some milliseconds even if nothing arrives (for events that become readable
- * without an arrival: see countEventsAfter); undefined waits for the next arrival.
  */
-export type FrameSource = (write: (frame: string) => Promise<void>, arrived: number | null, ended: AbortSignal) => Promise<number | undefined>
+export type FrameSource = (write: (frame: string) => Promise<void>, arrived: number | null, ended: AbortSignal) => Promise<void>
+
+// How long an EventSource waits before it reconnects (the `retry:` hint every stream opens with).
+const RECONNECT_MS = 2000
 
 // Looks for events waiting behind an older transaction: soon at first, then less often while they keep waiting.
 const LOOK_AGAIN_FIRST_MS = 100
@@ -21,7 +22,7 @@ const LOOK_AGAIN_MAX_MS = 5000
  * A stream's schedule of looks without an arrival: given whether events still wait to become readable, the
  * milliseconds to the next look (doubling while they wait), or undefined once none wait.
  */
-export function lookAgainSchedule (): (waiting: boolean) => number | undefined {
+function lookAgainSchedule (): (waiting: boolean) => number | undefined {
   let delay = LOOK_AGAIN_FIRST_MS
   return (waiting) => {
     if (!waiting) {
@@ -41,6 +42,11 @@ export interface EventStreamOptions {
   /** Called once when the stream ends, whoever ends it (frees the organization's stream slot). */
   onEnd: () => void
   frames: FrameSource
+  /**
+   * Whether committed events wait behind an older transaction (db/events.ts eventsAwaitingReadability): asked
+   * after each run, since no arrival announces them once they become readable; the stream then looks again.
+   */
+  eventsAwaitingReadability: () => Promise<boolean>
   /** A run of `frames` failed (the database is away): the stream ends, and the client reconnects. */
   onError: (error: unknown) => void
 }
@@ -50,7 +56,7 @@ export interface EventStreamOptions {
  * with a comment line as heartbeat and a clean end when the client leaves or the process closes. Everything it
  * holds (subscription, timers, the slot) is released in one place, `end`.
  */
-export function openEventStream (request: FastifyRequest, reply: FastifyReply, { arrivals, organizationId, heartbeatMs, onEnd, frames, onError }: EventStreamOptions): void {
+export function openEventStream (request: FastifyRequest, reply: FastifyReply, { arrivals, organizationId, heartbeatMs, onEnd, frames, eventsAwaitingReadability, onError }: EventStreamOptions): void {
   reply.hijack()
   const stream = reply.raw
   // Headers set before hijacking (rate-limit counters) still go out.
@@ -64,7 +70,7 @@ export function openEventStream (request: FastifyRequest, reply: FastifyReply, {
     'x-accel-buffering': 'no',
     'x-request-id': request.id
   })
-  stream.write(': connected\n\n')
+  stream.write(`: connected\n\nretry: ${RECONNECT_MS}\n\n`)
 
   const ended = new AbortController()
   const write = async (frame: string) => {
@@ -84,11 +90,13 @@ export function openEventStream (request: FastifyRequest, reply: FastifyReply, {
   let running = false
   let again = false
   let coalesceTimer: NodeJS.Timeout | undefined
+  const lookAgain = lookAgainSchedule()
   const run = async (count: number | null) => {
     running = true
     let lookAgainMs: number | undefined
     try {
-      lookAgainMs = await frames(write, count, ended.signal)
+      await frames(write, count, ended.signal)
+      if (!ended.signal.aborted) lookAgainMs = lookAgain(await eventsAwaitingReadability())
     } catch (error) {
       onError(error)
       end()

@@ -1,8 +1,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { countEventsAfter, eventsAwaitingReadability, lastReadablePosition, type InboxPosition } from '../../../db/events.js'
+import { countEventsAfter, eventsAwaitingReadability, lastReadablePosition } from '../../../db/events.js'
 import { apiError } from '../../../lib/api-error.js'
-import { lookAgainSchedule, openEventStream, type FrameSource } from '../../../lib/inbox/event-stream.js'
-import { encodeCursor, START, streamCursor } from '../../../lib/positions.js'
+import { openEventStream, type FrameSource } from '../../../lib/inbox/event-stream.js'
+import { encodeCursor, START, streamResumePosition } from '../../../lib/positions.js'
 import { createSlots } from '../../../lib/slots.js'
 import { organizationOf } from '../../../plugins/app/auth.js'
 import { StreamResumeHeaders, StreamResumeQuery } from '../../../schemas/common.js'
@@ -10,8 +10,6 @@ import { errorResponses } from '../../../schemas/errors.js'
 
 // Events counted per frame: a backlog after a long absence comes as several frames rather than one slow count.
 const COUNT_LIMIT = 10_000
-// How long an EventSource waits before it reconnects (the `retry:` hint).
-const RECONNECT_MS = 2000
 
 /**
  * Server-Sent Events (lib/inbox/event-stream.ts): a frame saying how many events arrived for the organization,
@@ -43,30 +41,20 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     }
   }, async (request, reply) => {
     const organization = organizationOf(request)
-    const lastEventId = request.headers['last-event-id']
     // Where counting starts: after the last position the client was told of, else after a given cursor, else now.
-    let after: InboxPosition | undefined = lastEventId !== undefined
-      ? streamCursor(lastEventId, 'Last-Event-ID')
-      : request.query.after !== undefined ? streamCursor(request.query.after, 'after') : undefined
+    let after = streamResumePosition(request.headers['last-event-id'], request.query.after)
     const release = streams.acquire(organization.id)
     if (!release) {
       throw apiError('tooManyRequests', 'too_many_streams', `At most ${fastify.config.INBOX_STREAMS_PER_ORGANIZATION} event streams per organization may be open at once; close one first`)
     }
-    const lookAgain = lookAgainSchedule()
-    const frames: FrameSource = async (write, arrived, ended) => {
-      if (arrived === null) {
-        await write(`retry: ${RECONNECT_MS}\n\n`)
-        after ??= await lastReadablePosition(fastify.pg, organization.id) ?? START
-      }
+    const frames: FrameSource = async (write, _arrived, ended) => {
+      let from = after ??= await lastReadablePosition(fastify.pg, organization.id) ?? START
       for (;;) {
-        const from: InboxPosition = after ?? START
         const { count, last } = await countEventsAfter(fastify.pg, organization.id, from, COUNT_LIMIT)
-        if (ended.aborted) return undefined
-        if (last !== null) {
-          await write(`id: ${encodeCursor(last)}\ndata: ${JSON.stringify({ count })}\n\n`)
-          after = last
-        }
-        if (count < COUNT_LIMIT) return lookAgain(await eventsAwaitingReadability(fastify.pg, organization.id))
+        if (last === null || ended.aborted) return
+        await write(`id: ${encodeCursor(last)}\ndata: ${JSON.stringify({ count })}\n\n`)
+        after = from = last
+        if (count < COUNT_LIMIT) return
       }
     }
     openEventStream(request, reply, {
@@ -75,6 +63,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       heartbeatMs,
       onEnd: release,
       frames,
+      eventsAwaitingReadability: () => eventsAwaitingReadability(fastify.pg, organization.id),
       onError: (error) => request.log.warn({ err: error }, 'inbox stream failed; the client reconnects')
     })
   })

@@ -3,8 +3,8 @@ import { eventsAwaitingReadability, listEvents } from '../../../db/events.js'
 import { findSubscription } from '../../../db/subscriptions.js'
 import { apiError } from '../../../lib/api-error.js'
 import { toEventBody } from '../../../lib/events.js'
-import { lookAgainSchedule, openEventStream, type FrameSource } from '../../../lib/inbox/event-stream.js'
-import { encodeCursor, streamCursor } from '../../../lib/positions.js'
+import { openEventStream, type FrameSource } from '../../../lib/inbox/event-stream.js'
+import { encodeCursor, streamResumePosition } from '../../../lib/positions.js'
 import { createSlots } from '../../../lib/slots.js'
 import { subscriptionNotFound } from '../../../lib/subscriptions.js'
 import { organizationOf } from '../../../plugins/app/auth.js'
@@ -14,8 +14,6 @@ import { SubscriptionParams } from '../../../schemas/subscriptions.js'
 
 // Events read per look at the log; a look goes on until it has sent everything readable.
 const BATCH = 100
-// How long an EventSource waits before it reconnects (the `retry:` hint).
-const RECONNECT_MS = 2000
 
 /**
  * A subscription's events as Server-Sent Events: each matching event in log order with its position as `id:`, so
@@ -51,28 +49,22 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
     const subscription = await findSubscription(fastify.pg, organizationId, request.params.id)
     if (!subscription) throw subscriptionNotFound(request.params.id)
     // Where to start: after the last event the client had, else after the given cursor, else at the subscription's position.
-    const lastEventId = request.headers['last-event-id']
-    let after = lastEventId !== undefined
-      ? streamCursor(lastEventId, 'Last-Event-ID')
-      : request.query.after !== undefined ? streamCursor(request.query.after, 'after') : { txid: subscription.floor_txid, seq: subscription.floor_seq }
+    let after = streamResumePosition(request.headers['last-event-id'], request.query.after) ?? { txid: subscription.floor_txid, seq: subscription.floor_seq }
 
     const release = streams.acquire(organizationId)
     if (!release) throw apiError('tooManyRequests', 'too_many_streams', `At most ${maxStreams} subscription streams per organization may be open at once; close one first`)
 
-    const lookAgain = lookAgainSchedule()
-    const frames: FrameSource = async (write, arrived, ended) => {
-      if (arrived === null) await write(`retry: ${RECONNECT_MS}\n\n`)
+    const frames: FrameSource = async (write, _arrived, ended) => {
       for (;;) {
         const rows = await listEvents(fastify.pg, organizationId, {
           status: null, deliveryStatus: null, type: null, since: null, after, limit: BATCH, typePatterns: subscription.event_types
         })
         for (const row of rows.slice(0, BATCH)) {
-          if (ended.aborted) return undefined
+          if (ended.aborted) return
           await write(`id: ${encodeCursor(row)}\ndata: ${JSON.stringify(toEventBody(row))}\n\n`)
           after = row
         }
-        if (ended.aborted) return undefined
-        if (rows.length <= BATCH) return lookAgain(await eventsAwaitingReadability(fastify.pg, organizationId))
+        if (rows.length <= BATCH || ended.aborted) return
       }
     }
     openEventStream(request, reply, {
@@ -81,6 +73,7 @@ const routes: FastifyPluginAsyncTypebox = async (fastify) => {
       heartbeatMs,
       onEnd: release,
       frames,
+      eventsAwaitingReadability: () => eventsAwaitingReadability(fastify.pg, organizationId),
       onError: (error) => request.log.warn({ err: error }, 'subscription stream failed; the client reconnects')
     })
   })
