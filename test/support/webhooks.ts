@@ -57,7 +57,7 @@ export async function createWebhook (t: Teardown, app: FastifyInstance, organiza
   if (response.statusCode !== 201) throw new Error(`webhook creation failed: ${response.body}`)
   const webhook = response.json<{ id: string, secret: string }>()
   // Deleting the endpoint removes its deliveries, so no later test's worker sends them anywhere.
-  t.teardown(() => deleteWebhookRow(webhook.id))
+  t.teardown(() => deleteWebhookRow(app.config.DATABASE_URL ?? process.env.DATABASE_URL, webhook.id))
   return webhook
 }
 
@@ -67,8 +67,9 @@ export async function deliveryStatus (app: FastifyInstance, organization: TestOr
   return response.json<{ delivery_status: string }>().delivery_status
 }
 
-async function deleteWebhookRow (id: string): Promise<void> {
-  const client = new pg.Client({ connectionString: process.env.DATABASE_URL })
+/** On a connection of its own, in the app's database: the app may be closed before this teardown runs. */
+async function deleteWebhookRow (databaseUrl: string | undefined, id: string): Promise<void> {
+  const client = new pg.Client({ connectionString: databaseUrl })
   await client.connect()
   try {
     await client.query('DELETE FROM webhooks WHERE id = $1', [id])
