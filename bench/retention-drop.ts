@@ -1,6 +1,5 @@
 import { createPartitions, DAY_PARTITIONED_TABLES, dropPartitions, listPartitions } from '../db/partitions.js'
 import type { Queryable } from '../db/queryable.js'
-import { partitionEnd } from '../lib/retention.js'
 import { withClient } from '../test/support/database.js'
 
 const DAY_MS = 86_400_000
@@ -15,7 +14,7 @@ const filledDay = () => new Date(Date.now() + FILLED_DAY_OFFSET * DAY_MS).toISOS
 async function partitionsOf (client: Queryable, day: string): Promise<string[]> {
   const dayEnd = Date.parse(`${day}T00:00:00Z`) + DAY_MS
   const partitions = await listPartitions(client, DAY_PARTITIONED_TABLES)
-  return [...partitions.values()].flat().filter((name) => partitionEnd(name) === dayEnd)
+  return [...partitions.values()].flat().filter(({ endsAt }) => endsAt?.getTime() === dayEnd).map(({ name }) => name)
 }
 
 export function describeRetentionDrop (rows: number): string {

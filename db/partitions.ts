@@ -21,20 +21,41 @@ export async function tryMaintenanceLock (client: Queryable): Promise<boolean> {
   return rows[0]?.locked === true
 }
 
-/** Names of the partitions of the given tables, by parent. */
-export async function listPartitions (db: Queryable, parents: readonly string[]): Promise<Map<string, string[]>> {
-  const { rows } = await db.query<{ parent: string, name: string }>(
-    `SELECT parent.relname AS parent, child.relname AS name
+export interface Partition {
+  name: string
+  /**
+   * The end (exclusive) of the time its rows belong to, read from its bound in the catalog: a day partition's
+   * upper bound, a dedup period's end. Null where no time ends it: a DEFAULT partition, an upper bound of
+   * MAXVALUE, a list of several periods.
+   */
+  endsAt: Date | null
+}
+
+/**
+ * The partitions of the given tables, by parent. Their ends come from the bounds PostgreSQL keeps
+ * (`pg_get_expr` prints a range's timestamptz bounds with their offset, so the cast back is exact), not from
+ * their names.
+ */
+export async function listPartitions (db: Queryable, parents: readonly string[]): Promise<Map<string, Partition[]>> {
+  const { rows } = await db.query<{ parent: string, name: string, ends_at: Date | null }>(
+    `SELECT parent.relname AS parent, child.relname AS name,
+       CASE
+         WHEN bound ~ '^FOR VALUES FROM \\(.*\\) TO \\(''[^'']+''\\)$' THEN substring(bound FROM 'TO \\(''([^'']+)''\\)$')::timestamptz
+         WHEN parent.relname = $2 AND bound ~ '^FOR VALUES IN \\(\\d+\\)$' THEN to_timestamp((substring(bound FROM '\\d+')::numeric + 1) * $3 * 86400)
+       END AS ends_at
      FROM pg_inherits i
      JOIN pg_class parent ON parent.oid = i.inhparent
      JOIN pg_class child ON child.oid = i.inhrelid
+     CROSS JOIN LATERAL pg_get_expr(child.relpartbound, child.oid) AS bound
      WHERE parent.relname = ANY($1::text[]) AND parent.relnamespace = to_regnamespace(current_schema())::oid
      ORDER BY child.relname`,
-    [parents])
-  const byParent = new Map<string, string[]>(parents.map((parent) => [parent, []]))
-  for (const row of rows) byParent.get(row.parent)?.push(row.name)
+    [parents, DEDUP_KEYS_TABLE, DEDUP_PERIOD_DAYS])
+  const byParent = new Map<string, Partition[]>(parents.map((parent) => [parent, []]))
+  for (const row of rows) byParent.get(row.parent)?.push({ name: row.name, endsAt: row.ends_at })
   return byParent
 }
+
+const names = (byParent: Map<string, Partition[]>) => [...byParent.values()].flat().map((partition) => partition.name)
 
 /**
  * Creates what is missing of the given partitions: each table's for each day (YYYY-MM-DD, UTC) and the dedup keys'
@@ -43,14 +64,13 @@ export async function listPartitions (db: Queryable, parents: readonly string[])
  */
 export async function createPartitions (client: Queryable, wanted: { tables: readonly DayPartitionedTable[], days: string[], dedupPeriods: number[] }): Promise<string[]> {
   const parents = [...wanted.tables, DEDUP_KEYS_TABLE]
-  const before = new Set([...(await listPartitions(client, parents)).values()].flat())
+  const before = new Set(names(await listPartitions(client, parents)))
   await client.query(
     `SELECT create_day_partition(t::regclass, d::date) FROM unnest($1::text[]) AS t, unnest($2::date[]) AS d
      UNION ALL
      SELECT create_dedup_partition(p) FROM unnest($3::int[]) AS p`,
     [wanted.tables, wanted.days, wanted.dedupPeriods])
-  const after = [...(await listPartitions(client, parents)).values()].flat()
-  return after.filter((name) => !before.has(name))
+  return names(await listPartitions(client, parents)).filter((name) => !before.has(name))
 }
 
 /** Drops partitions, in the order given, in one statement (each DROP locks its parent briefly). */

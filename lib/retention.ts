@@ -1,7 +1,7 @@
 import type { Pool } from 'pg'
 import {
   createPartitions, DAY_PARTITIONED_TABLES, DEDUP_KEYS_TABLE, DEDUP_PERIOD_DAYS, dropPartitions,
-  listPartitions, raiseAttemptsHorizon, tryMaintenanceLock
+  listPartitions, raiseAttemptsHorizon, tryMaintenanceLock, type Partition
 } from '../db/partitions.js'
 import { forgetExpiredSubscriptionEvents, markExpiredPositions } from '../db/subscriptions.js'
 import { inTransaction } from '../db/transaction.js'
@@ -29,25 +29,9 @@ const DAY_MS = 86_400_000
 /** The UTC day of `time` as YYYY-MM-DD. */
 const dayOf = (time: Date | number) => new Date(time).toISOString().slice(0, 10)
 const startOfDay = (day: string) => Date.parse(`${day}T00:00:00Z`)
-const fromCompact = (compact: string) => `${compact.slice(0, 4)}-${compact.slice(4, 6)}-${compact.slice(6, 8)}`
 
 /** Migration 010's dedup_period(). */
 export const dedupPeriodOf = (time: Date) => Math.floor(time.getTime() / (DEDUP_PERIOD_DAYS * DAY_MS))
-
-/**
- * The end (exclusive, ms) of the time a partition holds, from its name: `<table>_pYYYYMMDD` holds that day,
- * `<table>_before_YYYYMMDD` everything before that day, `event_dedup_keys_period_<n>` the dedup period n.
- * Undefined for partitions made by hand under other names: maintenance leaves them alone.
- */
-export function partitionEnd (name: string): number | undefined {
-  const day = /_p(\d{8})$/.exec(name)
-  if (day?.[1] !== undefined) return startOfDay(fromCompact(day[1])) + DAY_MS
-  const before = /_before_(\d{8})$/.exec(name)
-  if (before?.[1] !== undefined) return startOfDay(fromCompact(before[1]))
-  const period = /^event_dedup_keys_period_(\d+)$/.exec(name)
-  if (period?.[1] !== undefined) return (Number(period[1]) + 1) * DEDUP_PERIOD_DAYS * DAY_MS
-  return undefined
-}
 
 /**
  * The oldest time still kept for `days` of retention at `now`: whole UTC days, so a day's partition goes once
@@ -57,13 +41,13 @@ export function keptFrom (now: Date, days: number): number | undefined {
   return days > 0 ? startOfDay(dayOf(now)) - days * DAY_MS : undefined
 }
 
-/** The partitions to drop at `now`: those whose whole range is older than what is kept. */
-export function expiredPartitions (names: string[], keepFrom: number | undefined): string[] {
+/**
+ * The names of the partitions to drop: those whose whole range is older than what is kept. A partition with no
+ * end (DEFAULT, MAXVALUE) is never dropped; one made by hand with a range is, once its range has expired.
+ */
+export function expiredPartitions (partitions: Partition[], keepFrom: number | undefined): string[] {
   if (keepFrom === undefined) return []
-  return names.filter((name) => {
-    const end = partitionEnd(name)
-    return end !== undefined && end <= keepFrom
-  })
+  return partitions.filter(({ endsAt }) => endsAt !== null && endsAt.getTime() <= keepFrom).map(({ name }) => name)
 }
 
 /**
@@ -90,17 +74,16 @@ export async function maintainPartitions (pool: Pool, settings: RetentionSetting
     // A longer attempt retention than the events' is refused by the config (attempts live in their event's partitions).
     const attemptDays = settings.attemptDays > 0 && (settings.eventDays === 0 || settings.attemptDays < settings.eventDays) ? settings.attemptDays : settings.eventDays
     const attemptsFrom = keptFrom(now, attemptDays)
+    const attemptsDropped = expiredPartitions(partitions.get('delivery_attempts') ?? [], attemptsFrom)
+    const eventsDropped = expiredPartitions(partitions.get('events') ?? [], eventsFrom)
     const dropped = [
-      ...expiredPartitions(partitions.get('delivery_attempts') ?? [], attemptsFrom),
+      ...attemptsDropped,
       ...expiredPartitions(partitions.get('deliveries') ?? [], eventsFrom),
-      ...expiredPartitions(partitions.get('events') ?? [], eventsFrom),
+      ...eventsDropped,
       ...expiredPartitions(partitions.get(DEDUP_KEYS_TABLE) ?? [], eventsFrom)
     ]
-    if (attemptsFrom !== undefined && dropped.some((name) => name.startsWith('delivery_attempts_'))) {
-      await raiseAttemptsHorizon(client, new Date(attemptsFrom))
-    }
-    const eventsDropped = eventsFrom !== undefined && dropped.some((name) => name.startsWith('events_'))
-    if (eventsDropped) await markExpiredPositions(client, new Date(eventsFrom))
+    if (attemptsFrom !== undefined && attemptsDropped.length > 0) await raiseAttemptsHorizon(client, new Date(attemptsFrom))
+    if (eventsFrom !== undefined && eventsDropped.length > 0) await markExpiredPositions(client, new Date(eventsFrom))
     await dropPartitions(client, dropped)
     if (eventsFrom !== undefined) await forgetExpiredSubscriptionEvents(client, new Date(eventsFrom))
     return { ran: true, created, dropped }

@@ -10,7 +10,8 @@ import { recordAttempts, type AttemptOutcome } from '../../db/deliveries.js'
 import { runMigrations } from '../../db/migrate.js'
 import type { Queryable } from '../../db/queryable.js'
 import { inTransaction } from '../../db/transaction.js'
-import { expiredPartitions, keptFrom, maintainPartitions, partitionEnd, type RetentionSettings } from '../../lib/retention.js'
+import { listPartitions } from '../../db/partitions.js'
+import { dedupPeriodOf, expiredPartitions, keptFrom, maintainPartitions, type RetentionSettings } from '../../lib/retention.js'
 import { loadConfig } from '../../lib/config.js'
 import { buildTestApp, createOrganization, directDatabaseUrl, sendEvent, type Teardown, type TestOrganization } from '../support/helpers.js'
 import { createSubscription, getSubscription, request, sendEvents, take, times } from '../support/subscriptions.js'
@@ -105,16 +106,46 @@ async function storeEventAt (db: pg.Pool, organization: TestOrganization, create
 
 const settings = (eventDays: number, attemptDays = 0): RetentionSettings => ({ eventDays, attemptDays, aheadDays: 7, lockTimeoutMs: 2000 })
 
-t.test('partition names and expiry: a day partition goes once its whole day is older than the retention', async (t) => {
+t.test('expiry: a partition goes once its whole range is older than the retention; one without an end never', async (t) => {
   const now = new Date('2026-03-10T15:00:00Z')
-  t.equal(partitionEnd('events_p20260310'), Date.parse('2026-03-11T00:00:00Z'))
-  t.equal(partitionEnd('deliveries_before_20260301'), Date.parse('2026-03-01T00:00:00Z'))
-  t.equal(partitionEnd('event_dedup_keys_period_0'), 30 * DAY_MS)
-  t.equal(partitionEnd('events_by_hand'), undefined, 'partitions made by hand are left alone')
   t.equal(keptFrom(now, 0), undefined, '0 keeps forever')
-  const names = ['events_before_20260301', 'events_p20260306', 'events_p20260307', 'events_p20260308', 'events_by_hand']
-  t.same(expiredPartitions(names, keptFrom(now, 3)), ['events_before_20260301', 'events_p20260306'])
-  t.same(expiredPartitions(names, undefined), [])
+  const partition = (name: string, endsAt: string | null) => ({ name, endsAt: endsAt === null ? null : new Date(endsAt) })
+  const partitions = [
+    partition('events_before_20260301', '2026-03-01T00:00:00Z'),
+    partition('events_p20260306', '2026-03-07T00:00:00Z'),
+    partition('events_p20260307', '2026-03-08T00:00:00Z'),
+    partition('events_default', null)
+  ]
+  t.same(expiredPartitions(partitions, keptFrom(now, 3)), ['events_before_20260301', 'events_p20260306'])
+  t.same(expiredPartitions(partitions, undefined), [])
+})
+
+t.test('partition ends are read from their bounds, and maintenance drops by them, whatever the name', async (t) => {
+  const t_ = scope(t)
+  const url = await freshDatabase(t_)
+  const pool = poolFor(t_, url)
+  const today = startOfToday()
+  const day = (offset: number) => new Date(today + offset * DAY_MS).toISOString().slice(0, 10)
+  await maintainPartitions(pool, settings(3), new Date(today))
+  const ends = async (table: string) => new Map(((await listPartitions(pool, [table])).get(table) ?? []).map(({ name, endsAt }) => [name, endsAt?.getTime() ?? null]))
+
+  const events = await ends('events')
+  t.equal(events.get(`events_p${compact(today)}`), today + DAY_MS, "a day partition ends at the next day's start")
+  t.equal(events.get(`events_before_${compact(today)}`), today, 'the partition of rows from before the migration ends where the days begin')
+  const period = dedupPeriodOf(new Date(today))
+  t.equal((await ends('event_dedup_keys')).get(`event_dedup_keys_period_${period}`), (period + 1) * 30 * DAY_MS, 'a dedup period ends 30 days on')
+
+  // Made by hand, under names maintenance does not make: a range of its own beyond the partitions made ahead,
+  // and the table's DEFAULT partition.
+  await pool.query(`CREATE TABLE events_archived_by_hand PARTITION OF events FOR VALUES FROM ('${day(20)}') TO ('${day(21)}')`)
+  await pool.query('CREATE TABLE deliveries_default PARTITION OF deliveries DEFAULT')
+  t.equal((await ends('events')).get('events_archived_by_hand'), today + 21 * DAY_MS)
+  t.equal((await ends('deliveries')).get('deliveries_default'), null, 'a DEFAULT partition has no end')
+
+  const run = await maintainPartitions(pool, settings(3), new Date(today + 25 * DAY_MS))
+  t.ok(run.dropped.includes('events_archived_by_hand'), 'a range made by hand goes once it is older than the retention')
+  t.notOk(run.dropped.includes('deliveries_default'), 'the DEFAULT partition stays')
+  t.ok((await ends('deliveries')).has('deliveries_default'))
 })
 
 t.test('attempts cannot be kept longer than their events', async (t) => {
