@@ -10,7 +10,7 @@ import {
 import {
   batches, checkRows, CONNECTIONS, loadFailures, PAYLOAD_BYTES, repeatedEvent, runHttpLoad, singleEvents, type HttpScenario
 } from './http-load.js'
-import { measureOverload, overloadConnections, type OverloadResult } from './overload.js'
+import { measureOverload, overloadConnections, overloadProbeRate, type OverloadResult } from './overload.js'
 import { ADMIN_TOKEN, addWebhook, createOrganization, deleteCreatedOrganizations, type Organization } from './organizations.js'
 import { countRows, runRawInserts } from './raw-insert.js'
 import { startReceiver, type Receiver } from './receiver.js'
@@ -50,6 +50,7 @@ const BACKLOG_ROWS = positiveNumber(process.env.BENCH_BACKLOG_ROWS, 1_000_000)
 const PACED_ROUNDS = Math.round(positiveNumber(process.env.BENCH_PACED_ROUNDS, 3))
 const RETENTION_DROP_ROWS = positiveNumber(process.env.BENCH_RETENTION_DROP_ROWS, 1_000_000)
 const OVERLOAD_CONNECTIONS = overloadConnections(process.env.BENCH_OVERLOAD_CONNECTIONS)
+const OVERLOAD_PROBE_RATE = overloadProbeRate(process.env.BENCH_OVERLOAD_PROBE_RATE)
 const SUBSCRIPTION_DRAIN_EVENTS = Math.round(positiveNumber(process.env.BENCH_SUBSCRIPTION_DRAIN_EVENTS, subscriptionDrainEvents(DURATION_SECONDS)))
 const REPLAY_EVENTS = Math.round(positiveNumber(process.env.BENCH_REPLAY_EVENTS, subscriptionReplayEvents(DURATION_SECONDS)))
 const REPLAY_RATE = Math.round(positiveNumber(process.env.BENCH_REPLAY_RATE, DEFAULT_REPLAY_RATE))
@@ -341,7 +342,7 @@ async function runOverload (databaseUrl: string): Promise<OverloadResult[]> {
   for (const connections of OVERLOAD_CONNECTIONS) {
     results.push(await withServer(databaseUrl, 'off', async (server) => {
       await runHttpLoad(server.baseUrl, await createOrganization(server.baseUrl, 'bench-warm-up-overload'), singleEvents(), WARM_UP_SECONDS)
-      return await measureOverload(server, databaseUrl, connections, DURATION_SECONDS)
+      return await measureOverload(server, databaseUrl, connections, DURATION_SECONDS, OVERLOAD_PROBE_RATE)
     }, undefined, sheddingSettings((name) => String((ConfigSchema.properties[name] as { default?: unknown }).default))))
   }
   return results
@@ -406,7 +407,8 @@ async function main (): Promise<number> {
         `production build, LOG_LEVEL=${LOG_LEVEL}; ${WEBHOOKS_PER_ORGANIZATION} webhooks per organization in the ` +
         'ingest+webhooks scenarios (outbox rows written; the delivery worker runs in the server only in ingest+webhooks+delivery, ' +
         `its receiver in the bench process); ${describeDelivery()}` +
-        `${SELECTED.has('overload') ? `overload: ${OVERLOAD_CONNECTIONS.join(' and ')} connections, a fresh server each; ` : ''}${describeOverrides()}`,
+        `${SELECTED.has('overload') ? `overload: ${OVERLOAD_CONNECTIONS.join(' and ')} connections, a fresh server each, ` +
+          `a paced probe of ${OVERLOAD_PROBE_RATE} requests/s in a process of its own beside the flood; ` : ''}${describeOverrides()}`,
       scenarios,
       soak: soakResult,
       deliveries,
