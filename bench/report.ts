@@ -281,7 +281,8 @@ function overloadSection (report: Report): string[] {
       largest?.acceptedServerSide === undefined ? 'n/a' : `≤ ${fixed(largest.acceptedServerSide.p99AtMostSeconds * 1000)} ms (histogram bound); ${fixed(100 * largest.acceptedServerSide.within100MsShare, 1)} % within 100 ms`),
     targetLine(`server RSS < ${OVERLOAD_RSS_MB} MB at ${largest ? fixed(largest.connections) : 'the most'} connections`,
       largest?.peakRssMb === undefined ? undefined : largest.peakRssMb < OVERLOAD_RSS_MB, largest ? `peak ${mb(largest.peakRssMb)} MB` : 'n/a'),
-    targetLine('no request timed out', largest && report.overload.every((result) => result.timeouts === 0), fixed(report.overload.reduce((sum, result) => sum + result.timeouts, 0)))
+    targetLine('no request timed out (flood, and probes without an answer)', largest && report.overload.every((result) => result.timeouts === 0 && result.probe.unanswered === 0),
+      fixed(report.overload.reduce((sum, result) => sum + result.timeouts + result.probe.unanswered, 0)))
   ]
 }
 

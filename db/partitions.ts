@@ -26,32 +26,23 @@ export interface Partition {
   /**
    * The end (exclusive) of the time its rows belong to, read from its bound in the catalog: a day partition's
    * upper bound, a dedup period's end. Null where no time ends it: a DEFAULT partition, an upper bound of
-   * MAXVALUE, a list of several periods.
+   * MAXVALUE or infinity, a list of several periods.
    */
   endsAt: Date | null
 }
 
-/**
- * The partitions of the given tables, by parent. Their ends come from the bounds PostgreSQL keeps
- * (`pg_get_expr` prints a range's timestamptz bounds with their offset, so the cast back is exact), not from
- * their names.
- */
+/** The partitions of the given tables, by parent, with their ends read from their bounds (migration 016). */
 export async function listPartitions (db: Queryable, parents: readonly string[]): Promise<Map<string, Partition[]>> {
-  const { rows } = await db.query<{ parent: string, name: string, ends_at: Date | null }>(
-    `SELECT parent.relname AS parent, child.relname AS name,
-       CASE
-         WHEN bound ~ '^FOR VALUES FROM \\(.*\\) TO \\(''[^'']+''\\)$' THEN substring(bound FROM 'TO \\(''([^'']+)''\\)$')::timestamptz
-         WHEN parent.relname = $2 AND bound ~ '^FOR VALUES IN \\(\\d+\\)$' THEN to_timestamp((substring(bound FROM '\\d+')::numeric + 1) * $3 * 86400)
-       END AS ends_at
+  const { rows } = await db.query<{ parent: string, name: string, ends_at_ms: number | null }>(
+    `SELECT parent.relname AS parent, child.relname AS name, partition_ends_at(child.oid) AS ends_at_ms
      FROM pg_inherits i
      JOIN pg_class parent ON parent.oid = i.inhparent
      JOIN pg_class child ON child.oid = i.inhrelid
-     CROSS JOIN LATERAL pg_get_expr(child.relpartbound, child.oid) AS bound
      WHERE parent.relname = ANY($1::text[]) AND parent.relnamespace = to_regnamespace(current_schema())::oid
      ORDER BY child.relname`,
-    [parents, DEDUP_KEYS_TABLE, DEDUP_PERIOD_DAYS])
+    [parents])
   const byParent = new Map<string, Partition[]>(parents.map((parent) => [parent, []]))
-  for (const row of rows) byParent.get(row.parent)?.push({ name: row.name, endsAt: row.ends_at })
+  for (const row of rows) byParent.get(row.parent)?.push({ name: row.name, endsAt: row.ends_at_ms === null ? null : new Date(row.ends_at_ms) })
   return byParent
 }
 

@@ -141,6 +141,20 @@ t.test('partition ends are read from their bounds, and maintenance drops by them
   await pool.query('CREATE TABLE deliveries_default PARTITION OF deliveries DEFAULT')
   t.equal((await ends('events')).get('events_archived_by_hand'), today + 21 * DAY_MS)
   t.equal((await ends('deliveries')).get('deliveries_default'), null, 'a DEFAULT partition has no end')
+  await pool.query(`CREATE TABLE events_open_ended PARTITION OF events FOR VALUES FROM ('${day(40)}') TO ('infinity')`)
+  t.equal((await ends('events')).get('events_open_ended'), null, 'nor does a range up to infinity')
+
+  // Bounds are printed in the session's DateStyle and TimeZone: other settings must read the same ends.
+  const otherSession = new pg.Client({ connectionString: url })
+  await otherSession.connect()
+  try {
+    await otherSession.query("SET DateStyle = 'German'; SET TimeZone = 'Asia/Kolkata'")
+    const seenThere = (await listPartitions(otherSession, ['events', 'event_dedup_keys'])).values()
+    const here = await listPartitions(pool, ['events', 'event_dedup_keys'])
+    t.same([...seenThere], [...here.values()], 'the same ends under DateStyle German and TimeZone Asia/Kolkata')
+  } finally {
+    await otherSession.end()
+  }
 
   const run = await maintainPartitions(pool, settings(3), new Date(today + 25 * DAY_MS))
   t.ok(run.dropped.includes('events_archived_by_hand'), 'a range made by hand goes once it is older than the retention')
