@@ -6,9 +6,6 @@ export type DayPartitionedTable = typeof DAY_PARTITIONED_TABLES[number]
 
 export const DEDUP_KEYS_TABLE = 'event_dedup_keys'
 
-/** Length of a dedup period (migration 010's dedup_period()). */
-export const DEDUP_PERIOD_DAYS = 30
-
 // Any constant shared by every instance: only one of them maintains partitions at a time.
 const MAINTENANCE_LOCK_KEY = 7_140_014_001
 
@@ -46,22 +43,30 @@ export async function listPartitions (db: Queryable, parents: readonly string[])
   return byParent
 }
 
-const names = (byParent: Map<string, Partition[]>) => [...byParent.values()].flat().map((partition) => partition.name)
+/** The dedup period of `at`: SQL's dedup_period(), asked rather than computed here (the period's length is held in SQL only: migration 017). */
+export async function dedupPeriodAt (db: Queryable, at: Date): Promise<number> {
+  const { rows } = await db.query<{ period: number }>('SELECT dedup_period($1::timestamptz) AS period', [at])
+  return (rows[0] as { period: number }).period
+}
 
 /**
  * Creates what is missing of the given partitions: each table's for each day (YYYY-MM-DD, UTC) and the dedup keys'
- * for each period. Returns the names of those it created. Names are made only by migration 010's SQL functions
- * (`<table>_pYYYYMMDD`, `event_dedup_keys_period_<n>`), so they are read back rather than built here again.
+ * for each period. Returns the names of those it created, in one statement: the SQL functions that make the names
+ * (`<table>_pYYYYMMDD`, `event_dedup_keys_period_<n>`; migration 017) answer a created partition's name, NULL for one
+ * that existed, so names are never built here.
  */
 export async function createPartitions (client: Queryable, wanted: { tables: readonly DayPartitionedTable[], days: string[], dedupPeriods: number[] }): Promise<string[]> {
-  const parents = [...wanted.tables, DEDUP_KEYS_TABLE]
-  const before = new Set(names(await listPartitions(client, parents)))
-  await client.query(
-    `SELECT create_day_partition(t::regclass, d::date) FROM unnest($1::text[]) AS t, unnest($2::date[]) AS d
-     UNION ALL
-     SELECT create_dedup_partition(p) FROM unnest($3::int[]) AS p`,
+  // PostgreSQL neither flattens a subquery whose output calls a volatile function nor pushes the WHERE into it:
+  // each partition is created by one call, filtered after.
+  const { rows } = await client.query<{ name: string }>(
+    `SELECT name FROM (
+       SELECT create_day_partition(t::regclass, d::date) AS name FROM unnest($1::text[]) AS t, unnest($2::date[]) AS d
+       UNION ALL
+       SELECT create_dedup_partition(p) FROM unnest($3::int[]) AS p
+     ) AS created
+     WHERE name IS NOT NULL`,
     [wanted.tables, wanted.days, wanted.dedupPeriods])
-  return names(await listPartitions(client, parents)).filter((name) => !before.has(name))
+  return rows.map((row) => row.name)
 }
 
 /** Drops partitions, in the order given, in one statement (each DROP locks its parent briefly). */

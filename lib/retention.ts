@@ -1,6 +1,6 @@
 import type { Pool } from 'pg'
 import {
-  createPartitions, DAY_PARTITIONED_TABLES, DEDUP_KEYS_TABLE, DEDUP_PERIOD_DAYS, dropPartitions,
+  createPartitions, DAY_PARTITIONED_TABLES, DEDUP_KEYS_TABLE, dedupPeriodAt, dropPartitions,
   listPartitions, raiseAttemptsHorizon, tryMaintenanceLock, type Partition
 } from '../db/partitions.js'
 import { forgetExpiredSubscriptionEvents, markExpiredPositions } from '../db/subscriptions.js'
@@ -29,9 +29,6 @@ const DAY_MS = 86_400_000
 /** The UTC day of `time` as YYYY-MM-DD. */
 const dayOf = (time: Date | number) => new Date(time).toISOString().slice(0, 10)
 const startOfDay = (day: string) => Date.parse(`${day}T00:00:00Z`)
-
-/** Migration 010's dedup_period(). */
-export const dedupPeriodOf = (time: Date) => Math.floor(time.getTime() / (DEDUP_PERIOD_DAYS * DAY_MS))
 
 /**
  * The oldest time still kept for `days` of retention at `now`: whole UTC days, so a day's partition goes once
@@ -66,7 +63,7 @@ export async function maintainPartitions (pool: Pool, settings: RetentionSetting
     await client.query(`SET LOCAL lock_timeout = ${Math.max(1, Math.trunc(settings.lockTimeoutMs))}`)
     const today = startOfDay(dayOf(now))
     const days = Array.from({ length: settings.aheadDays + 1 }, (_, ahead) => dayOf(today + ahead * DAY_MS))
-    const period = dedupPeriodOf(now)
+    const period = await dedupPeriodAt(client, now)
     const created = await createPartitions(client, { tables: DAY_PARTITIONED_TABLES, days, dedupPeriods: [period, period + 1] })
     const partitions = await listPartitions(client, [...DAY_PARTITIONED_TABLES, DEDUP_KEYS_TABLE])
 

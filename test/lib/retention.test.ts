@@ -10,8 +10,8 @@ import { recordAttempts, type AttemptOutcome } from '../../db/deliveries.js'
 import { runMigrations } from '../../db/migrate.js'
 import type { Queryable } from '../../db/queryable.js'
 import { inTransaction } from '../../db/transaction.js'
-import { listPartitions } from '../../db/partitions.js'
-import { dedupPeriodOf, expiredPartitions, keptFrom, maintainPartitions, type RetentionSettings } from '../../lib/retention.js'
+import { createPartitions, DAY_PARTITIONED_TABLES, listPartitions } from '../../db/partitions.js'
+import { expiredPartitions, keptFrom, maintainPartitions, type RetentionSettings } from '../../lib/retention.js'
 import { loadConfig } from '../../lib/config.js'
 import { buildTestApp, createOrganization, directDatabaseUrl, sendEvent, type Teardown, type TestOrganization } from '../support/helpers.js'
 import { createSubscription, getSubscription, request, sendEvents, take, times } from '../support/subscriptions.js'
@@ -64,6 +64,12 @@ async function partitionNames (db: pg.Pool, parent: string): Promise<string[]> {
   const { rows } = await db.query<{ name: string }>(
     'SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = $1::regclass ORDER BY 1', [parent])
   return rows.map((row) => row.name)
+}
+
+/** SQL's dedup_period() of `at`: the one definition of a period. */
+async function dedupPeriod (db: Queryable, at: Date | number): Promise<number> {
+  const { rows } = await db.query<{ period: number }>('SELECT dedup_period($1::timestamptz) AS period', [new Date(at)])
+  return rows[0]?.period as number
 }
 
 async function addWebhook (db: pg.Pool, organization: TestOrganization): Promise<string> {
@@ -132,8 +138,11 @@ t.test('partition ends are read from their bounds, and maintenance drops by them
   const events = await ends('events')
   t.equal(events.get(`events_p${compact(today)}`), today + DAY_MS, "a day partition ends at the next day's start")
   t.equal(events.get(`events_before_${compact(today)}`), today, 'the partition of rows from before the migration ends where the days begin')
-  const period = dedupPeriodOf(new Date(today))
-  t.equal((await ends('event_dedup_keys')).get(`event_dedup_keys_period_${period}`), (period + 1) * 30 * DAY_MS, 'a dedup period ends 30 days on')
+  const period = await dedupPeriod(pool, today)
+  const periodEnd = (await ends('event_dedup_keys')).get(`event_dedup_keys_period_${period}`) as number
+  t.equal(periodEnd, (period + 1) * 30 * DAY_MS, 'a dedup period ends 30 days on')
+  t.same([await dedupPeriod(pool, periodEnd - 1), await dedupPeriod(pool, periodEnd)], [period, period + 1],
+    'a dedup keys partition ends where dedup_period() starts the next period')
 
   // Made by hand, under names maintenance does not make: a range of its own beyond the partitions made ahead,
   // and the table's DEFAULT partition.
@@ -160,6 +169,34 @@ t.test('partition ends are read from their bounds, and maintenance drops by them
   t.ok(run.dropped.includes('events_archived_by_hand'), 'a range made by hand goes once it is older than the retention')
   t.notOk(run.dropped.includes('deliveries_default'), 'the DEFAULT partition stays')
   t.ok((await ends('deliveries')).has('deliveries_default'))
+})
+
+t.test('createPartitions answers exactly the partitions it created, and none when all exist', async (t) => {
+  const t_ = scope(t)
+  const pool = poolFor(t_, await freshDatabase(t_))
+  const today = startOfToday()
+  const period = await dedupPeriod(pool, today)
+  // Today's day partitions and this period's dedup keys partition exist since the migrations.
+  const wanted = {
+    tables: DAY_PARTITIONED_TABLES,
+    days: [today, today + 100 * DAY_MS, today + 101 * DAY_MS].map((time) => new Date(time).toISOString().slice(0, 10)),
+    dedupPeriods: [period, period + 10]
+  }
+  const expected = [
+    ...DAY_PARTITIONED_TABLES.flatMap((table) => [100, 101].map((ahead) => `${table}_p${compact(today + ahead * DAY_MS)}`)),
+    `event_dedup_keys_period_${period + 10}`
+  ]
+  const existing = (await Promise.all([...DAY_PARTITIONED_TABLES, 'event_dedup_keys'].map((parent) => partitionNames(pool, parent)))).flat()
+  t.same(expected.filter((name) => existing.includes(name)), [], 'none of them existed')
+
+  const created = await createPartitions(pool, wanted)
+  t.same([...created].sort(), [...expected].sort(), 'the names of the new partitions, not those that existed')
+  const now = (await Promise.all([...DAY_PARTITIONED_TABLES, 'event_dedup_keys'].map((parent) => partitionNames(pool, parent)))).flat()
+  t.same(now.filter((name) => !existing.includes(name)).sort(), [...expected].sort(), 'and those are the partitions that appeared')
+  const { rows } = await pool.query<{ options: string[] | null }>('SELECT reloptions AS options FROM pg_class WHERE oid = $1::regclass', [`deliveries_p${compact(today + 100 * DAY_MS)}`])
+  t.same(rows[0]?.options, ['fillfactor=50'], 'a deliveries day partition still leaves half of each page free (migration 011)')
+  t.same(await createPartitions(pool, wanted), [], 'a second call creates nothing and answers no name')
+  t.same(await createPartitions(pool, { tables: DAY_PARTITIONED_TABLES, days: [], dedupPeriods: [] }), [], 'nor does asking for nothing')
 })
 
 t.test('attempts cannot be kept longer than their events', async (t) => {
