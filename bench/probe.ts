@@ -3,8 +3,8 @@ import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 
 /**
- * The overload scenario's paced probe: forked by bench/overload.ts so that its clock and event loop are not the
- * flood's (autocannon's queueing would count in its latencies otherwise). It opens a few kept-alive connections,
+ * The overload scenario's paced probe: forked by bench/probe-client.ts so that its clock and event loop are not
+ * the flood's (autocannon's queueing would count in its latencies otherwise). It opens a few kept-alive connections,
  * waits for the word, then sends one prepared body every `intervalMs` whatever the answers before it (a slow
  * answer must not delay the next probe and hide itself), and reports each probe's status, its latency from
  * send to the last byte of its answer, and whether it went on a kept-alive connection or had to open one (shed
@@ -68,7 +68,7 @@ function nextMessage (): Promise<ParentMessage> {
 
 function tell (message: ProbeMessage): Promise<void> {
   return new Promise((resolve, reject) => {
-    if (process.send === undefined) reject(new Error('bench/probe.js runs forked by bench/overload.js'))
+    if (process.send === undefined) reject(new Error('bench/probe.js runs forked by bench/probe-client.js'))
     else process.send(message, undefined, {}, (error) => { if (error) reject(error); else resolve() })
   })
 }
