@@ -42,8 +42,9 @@ const CLIENT_DATA_SQLSTATES: Record<string, string> = {
 // Errors that mean the database is down or restarting rather than that the request was wrong.
 const UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', '57P01', '57P02', '57P03', '53300'])
 // The same from pg itself, which gives these no code: a connection lost under a query (a pooled client whose
-// connection died while a request held it answers the next query so), or no connection to be had in time.
-const UNAVAILABLE_MESSAGES = /^(Connection terminated( unexpectedly)?|Client has encountered a connection error and is not queryable|timeout exceeded when trying to connect)$/i
+// connection died while a request held it answers the next query so), or no connection to be had in time (waiting
+// for a pooled one, or opening a new one whose handshake did not finish within the connect timeout).
+const UNAVAILABLE_MESSAGES = /^(Connection terminated( unexpectedly| due to connection timeout)?|Client has encountered a connection error and is not queryable|timeout exceeded when trying to connect)$/i
 
 function snakeCase (text: string): string {
   return text.toLowerCase().replace(/[^a-z0-9]+/g, '_').replace(/^_|_$/g, '')

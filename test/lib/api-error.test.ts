@@ -11,7 +11,9 @@ t.test('a lost or unreachable database is a 503 database_unavailable, whatever p
     ['Connection terminated unexpectedly', undefined],
     ['Connection terminated', undefined],
     ['Client has encountered a connection error and is not queryable', undefined],
-    ['timeout exceeded when trying to connect', undefined]
+    ['timeout exceeded when trying to connect', undefined],
+    // pg-pool's, when a new connection's handshake outlasts the connect timeout (seen under overload with a cold key cache).
+    ['Connection terminated due to connection timeout', undefined]
   ]
   for (const [message, code] of unavailable) {
     t.match(describeError(failure(message, code)), { statusCode: 503, code: 'database_unavailable' }, message)
