@@ -11,9 +11,10 @@ import { percentiles, type Percentiles } from './stats.js'
  */
 
 const PROBE_SCRIPT = fileURLToPath(new URL('./probe.js', import.meta.url))
-// A few kept-alive connections: at the default 20 probes/s each carries one every 200 ms. Slower answers make the
-// probe open more (up to the maximum) rather than queue probes behind each other in the client.
-const PROBE_CONNECTIONS = 4
+// Kept-alive connections, as a client's pool: at the default 20 probes/s a quarter or so are answered 503 and their
+// connection then waits out its Retry-After (1 s), so 4 ran out. Slower answers or longer waits make the probe open
+// more (up to the maximum) rather than queue probes behind each other in the client.
+const PROBE_CONNECTIONS = 16
 const PROBE_MAX_CONNECTIONS = 64
 // autocannon's time-out, so that a probe and the flood give up alike.
 const PROBE_TIMEOUT_MS = 10_000
@@ -41,9 +42,8 @@ export interface ProbeResult {
   /** Send → last byte of the answer, of the 201s alone; undefined when none was accepted. */
   acceptedLatency: Percentiles | undefined
   /**
-   * The same for the 201s sent on a kept-alive connection alone. Shed answers close their connection, and a
-   * probe on a new one also waits for the handshake and in the server's listen queue, which the server's own
-   * histogram cannot see.
+   * The same for the 201s sent on a kept-alive connection alone. A probe on a new one also waits for the handshake
+   * and in the server's listen queue, which the server's own histogram cannot see.
    */
   acceptedKeptAlive: Percentiles | undefined
   acceptedOnNewConnection: number

@@ -272,7 +272,7 @@ function overloadSection (report: Report): string[] {
     ...TARGETS_HEADER,
     targetLine(`paced probe: accepted p99 < ${OVERLOAD_P99_MS} ms on kept-alive connections at ${at}`,
       keptAlive && keptAlive.p99 < OVERLOAD_P99_MS, keptAlive ? `${fixed(keptAlive.p99, 1)} ms` : 'n/a'),
-    targetLine(`paced probe: accepted p99 < ${OVERLOAD_P99_MS} ms with new connections (after a shed answer) included at ${at}`,
+    targetLine(`paced probe: accepted p99 < ${OVERLOAD_P99_MS} ms with new connections included at ${at}`,
       probed && probed.p99 < OVERLOAD_P99_MS, probed ? `${fixed(probed.p99, 1)} ms (${fixed(largest?.probe.acceptedOnNewConnection ?? 0)} of ${fixed(largest?.probe.accepted ?? 0)} on a new connection)` : 'n/a'),
     targetLine(`the flood's own accepted p99 < ${OVERLOAD_P99_MS} ms at ${at} (autocannon's queueing included)`,
       largest && largest.accepted.p99 < OVERLOAD_P99_MS, largest ? `${fixed(largest.accepted.p99, 1)} ms` : 'n/a'),

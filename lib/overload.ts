@@ -1,4 +1,5 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import { apiError, errorBody } from './api-error.js'
 import type { Config } from './config.js'
 import { requestIdOf } from './logging.js'
@@ -9,6 +10,9 @@ export type OverloadSettings = Pick<Config,
 const TOO_MANY_IN_PROGRESS = 'too many requests in progress'
 
 const MB = 1024 * 1024
+
+// A connection told to wait is not read for at most this long, whatever its Retry-After says.
+const MAX_HOLD_MS = 10_000
 
 /** What a process measures of itself (@fastify/under-pressure's memoryUsage()). */
 export interface ProcessLoad {
@@ -58,6 +62,13 @@ export function pressureReason (load: ProcessLoad, bounds: PressureBounds): stri
 
 const shedMessage = (retryAfterSeconds: number, reason: string) => `The server is overloaded (${reason}); retry in ${retryAfterSeconds} s`
 
+/** The Retry-After in seconds an error's answer carries (errors may carry headers: lib/api-error.ts), or 0. */
+export function retryAfterOf (error: unknown): number {
+  const headers = (error as { headers?: Record<string, unknown> } | null)?.headers
+  const seconds = Number(headers?.['retry-after'])
+  return Number.isFinite(seconds) && seconds > 0 ? seconds : 0
+}
+
 /** The 503 of a shed request: the same code and header as a full ingest queue's. */
 export function shedError (retryAfterSeconds: number, reason: string): Error {
   return Object.assign(apiError('serviceUnavailable', 'overloaded', shedMessage(retryAfterSeconds, reason)), { headers: { 'retry-after': String(retryAfterSeconds) } })
@@ -66,12 +77,11 @@ export function shedError (retryAfterSeconds: number, reason: string): Error {
 const shedBodies = new Map<string, Buffer>()
 
 /**
- * The same 503 written straight to the HTTP response, for requests refused before Fastify sees them; it closes
- * the connection. Most load generators, and many clients, ignore Retry-After and ask again at once: on a kept-alive
- * connection each refusal comes straight back, and answering them takes the time the requests let in need. A
- * client that must reconnect first spaces its retries by a connection setup, and the listen backlog queues it
- * outside the process. The overload bench measured both (bench/results/2026-12-04-overload.md). A body still on
- * its way is not waited for either.
+ * The same 503 written straight to the HTTP response, for requests refused before Fastify sees them. The connection
+ * stays open: a refusal that closed it sent every client that ignores Retry-After to reconnect at once, and at
+ * thousands of connections those reconnections filled the listen queue, so that a new connection (a client whose
+ * refusal had closed its last one) waited seconds before its first request was read (bench/results/2026-12-06-overload.md).
+ * Instead the gate reads nothing more from it until its Retry-After has passed (createShedGate).
  */
 export function writeShedAnswer (response: ServerResponse, requestId: string, retryAfterSeconds: number, reason: string): void {
   const key = `${retryAfterSeconds}:${reason}`
@@ -81,8 +91,7 @@ export function writeShedAnswer (response: ServerResponse, requestId: string, re
     'content-type': 'application/json; charset=utf-8',
     'content-length': body.length,
     'retry-after': String(retryAfterSeconds),
-    'x-request-id': requestId,
-    connection: 'close'
+    'x-request-id': requestId
   })
   response.end(body)
 }
@@ -107,6 +116,40 @@ export interface ShedGateOptions {
   retryAfterSeconds: number
   /** Called for each request refused. */
   onShed: () => void
+  /** Calls `fn` after `ms` and returns what cancels it; setTimeout by default (tests bring their own clock). */
+  later?: Later
+}
+
+/** Calls `fn` after `ms`; returns what cancels it. */
+type Later = (ms: number, fn: () => void) => () => void
+
+function setTimer (ms: number, fn: () => void): () => void {
+  const timer = setTimeout(fn, ms)
+  return () => clearTimeout(timer)
+}
+
+/** The libuv stream under a net.Socket (Node's `_handle`, outside its typed API). */
+interface StreamHandle { readStart: () => number, readStop: () => number }
+
+function streamHandleOf (socket: Socket): StreamHandle | undefined {
+  const handle = (socket as unknown as { _handle?: Partial<StreamHandle> | null })._handle
+  return typeof handle?.readStart === 'function' && typeof handle.readStop === 'function' ? handle as StreamHandle : undefined
+}
+
+/**
+ * Reads nothing more from a connection for `ms`: what the client sends meanwhile waits in the kernel, costing this
+ * process nothing. socket.pause() does not do it: an HTTP server's parser reads the stream handle directly, so the
+ * handle itself stops and starts reading (without one, nothing is held).
+ */
+function holdConnection (socket: Socket, ms: number, later: Later): void {
+  const handle = streamHandleOf(socket)
+  if (handle === undefined || socket.destroyed) return
+  handle.readStop()
+  const cancel = later(ms, () => {
+    socket.off('close', cancel)
+    if (!socket.destroyed) streamHandleOf(socket)?.readStart()
+  })
+  socket.once('close', cancel)
 }
 
 export interface ShedGate {
@@ -114,6 +157,8 @@ export interface ShedGate {
   addRoute: (url: string, config: ShedRouteConfig | undefined) => void
   /** `listener` behind the gate: a request over a bound is answered 503 here and never reaches it. */
   guard: (listener: RequestListener) => RequestListener
+  /** Once `response` is sent, its connection is not read for `retryAfterSeconds` (the app's own 503s). */
+  holdAfter: (response: ServerResponse, retryAfterSeconds: number) => void
 }
 
 /**
@@ -126,14 +171,36 @@ export interface ShedGate {
  * lets in everything that arrives between two samples under the bound, a burst as large as the connection count
  * that all waits together; this cap keeps the work in progress, and so the time each let-in request waits for
  * the others, bounded.
+ *
+ * Most load generators, and many clients, ignore Retry-After and ask again at once. So a connection answered 503
+ * with Retry-After (here, or by the app: a full ingest queue) is not read until the Retry-After has passed (at most
+ * MAX_HOLD_MS); its next request is then let in or refused as any other. A client that waits as asked never
+ * notices. Refusals answered at once came straight back and took the time of the requests let in (accepted
+ * requests fell to a fifth under overload, bench/results/2026-12-04-overload.md); closing the connection instead
+ * filled the listen queue with reconnections, where a new connection waited seconds, as the server accepts one
+ * connection per turn of its event loop (bench/results/2026-12-06-overload.md).
  */
 export function createShedGate (options: ShedGateOptions): ShedGate {
-  const { maxInFlight } = options
+  const { maxInFlight, retryAfterSeconds, later = setTimer } = options
+  // Between half and all of the wait asked for, at random: connections refused together are not read together again.
+  const holdFor = (seconds: number) => Math.min(seconds * 1000, MAX_HOLD_MS) * (0.5 + Math.random() / 2)
   // Routes that answer under pressure, and those not counted in progress; none has path parameters, so the
   // request's path finds them.
   const unshed = new Set<string>()
   const uncounted = new Set<string>()
   let inFlight = 0
+
+  const holdAfter = (response: ServerResponse, seconds: number) => {
+    // Taken now: once sent, the response has let go of its socket.
+    const { socket } = response
+    if (socket !== null) response.once('finish', () => holdConnection(socket, holdFor(seconds), later))
+  }
+  const refuse = (request: IncomingMessage, response: ServerResponse, reason: string) => {
+    options.onShed()
+    holdAfter(response, retryAfterSeconds)
+    writeShedAnswer(response, requestIdOf(request.headers), retryAfterSeconds, reason)
+  }
+
   return {
     addRoute (url, config) {
       if (config?.shed === false) unshed.add(url)
@@ -144,17 +211,14 @@ export function createShedGate (options: ShedGateOptions): ShedGate {
       if (unshed.has(path)) return listener(request, response)
       const counted = maxInFlight > 0 && !uncounted.has(path)
       const reason = options.overloaded() ? options.reason() : counted && inFlight >= maxInFlight ? TOO_MANY_IN_PROGRESS : undefined
-      if (reason !== undefined) {
-        options.onShed()
-        writeShedAnswer(response, requestIdOf(request.headers), options.retryAfterSeconds, reason)
-        return
-      }
+      if (reason !== undefined) return refuse(request, response, reason)
       if (counted) {
         inFlight++
         response.once('close', () => { inFlight-- })
       }
       listener(request, response)
-    }
+    },
+    holdAfter
   }
 }
 

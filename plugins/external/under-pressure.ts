@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import underPressure from '@fastify/under-pressure'
-import { createShedGate, guardRequestListener, pressureBounds, pressureReason, shedError, type ShedRouteConfig } from '../../lib/overload.js'
+import { createShedGate, guardRequestListener, pressureBounds, pressureReason, retryAfterOf, shedError, type ShedRouteConfig } from '../../lib/overload.js'
 
 declare module 'fastify' {
   interface FastifyContextConfig extends ShedRouteConfig {}
@@ -17,8 +17,8 @@ declare module 'fastify' {
  * (schema compilation, migrations), which says nothing about serving.
  *
  * Requests from the network are refused in front of Fastify, by a gate on the HTTP server's request listener
- * (createShedGate says why), which also caps the requests in progress (OVERLOAD_MAX_IN_FLIGHT). under-pressure's
- * own hook refuses what reaches Fastify otherwise (inject).
+ * (createShedGate says why), which also caps the requests in progress (OVERLOAD_MAX_IN_FLIGHT) and stops reading a
+ * connection told to wait until it has. under-pressure's own hook refuses what reaches Fastify otherwise (inject).
  */
 export default fp(async (fastify) => {
   const bounds = pressureBounds(fastify.config)
@@ -39,6 +39,11 @@ export default fp(async (fastify) => {
   })
   fastify.addHook('onRoute', (route) => gate.addRoute(route.url, route.config))
   guardRequestListener(fastify.server, gate.guard)
+  // The app's own 503s that ask the client to wait (a full ingest queue) hold their connection as the gate's do.
+  fastify.addHook('onError', async (_request, reply, error) => {
+    const seconds = retryAfterOf(error)
+    if (error.statusCode === 503 && seconds > 0) gate.holdAfter(reply.raw, seconds)
+  })
 
   await fastify.register(underPressure, {
     ...bounds,

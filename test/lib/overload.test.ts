@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http'
+import http, { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import t from 'tap'
 import { createShedGate, guardRequestListener, pressureBounds, pressureReason, type RequestListener, type ShedGateOptions } from '../../lib/overload.js'
@@ -13,7 +13,11 @@ async function gatedServer (t: { teardown: (fn: () => unknown) => void }, option
   const listener: RequestListener = (request, response) => {
     state.entered++
     if (request.url === '/hold') held.push(() => response.end('held'))
-    else response.end('ok')
+    else if (request.url === '/full') {
+      // As the app answers a full queue: a 503 that asks the client to wait.
+      gate.holdAfter(response, 2)
+      response.writeHead(503, { 'retry-after': '2' }).end('full')
+    } else response.end('ok')
   }
   const gate = createShedGate({
     overloaded: () => state.overloaded,
@@ -32,7 +36,7 @@ async function gatedServer (t: { teardown: (fn: () => unknown) => void }, option
   return { state, base, release: () => { for (const end of held.splice(0)) end() }, heldCount: () => held.length }
 }
 
-t.test('while overloaded, the gate answers 503 with the reason, Retry-After and a closing connection; unshed routes pass', async (t) => {
+t.test('while overloaded, the gate answers 503 with the reason and Retry-After, keeping the connection; unshed routes pass', async (t) => {
   const { state, base } = await gatedServer(t, { routes: [['/health', { shed: false }]] })
   t.equal((await fetch(`${base}/anything`)).status, 200, 'let through within bounds')
   state.overloaded = true
@@ -40,7 +44,7 @@ t.test('while overloaded, the gate answers 503 with the reason, Retry-After and 
   t.equal(refused.status, 503)
   t.match(await refused.json(), { code: 'overloaded', message: /event loop behind.*retry in 3 s/ })
   t.equal(refused.headers.get('retry-after'), '3')
-  t.equal(refused.headers.get('connection'), 'close')
+  t.equal(refused.headers.get('connection'), 'keep-alive')
   t.equal(refused.headers.get('x-request-id'), 'client-id-1', 'the client\'s request id is kept')
   t.equal((await fetch(`${base}/health?verbose=1`)).status, 200, 'a route with shed: false answers anyway, whatever its query')
   t.equal(state.shed, 1, 'each refusal is counted')
@@ -59,6 +63,69 @@ t.test('beyond maxInFlight the gate refuses; long-lived routes do not count; ans
   t.same(await Promise.all(holding.map(async (response) => (await response).status)), [200, 200])
   t.equal((await fetch(`${base}/anything`)).status, 200, 'room again once they are answered')
   t.equal(state.shed, 1)
+})
+
+/** Timers the test fires itself, in place of the gate's setTimeout. */
+function manualTimers () {
+  const timers: Array<{ ms: number, fire: () => void, cancelled: boolean }> = []
+  const later = (ms: number, fire: () => void) => {
+    const timer = { ms, fire, cancelled: false }
+    timers.push(timer)
+    return () => { timer.cancelled = true }
+  }
+  return { timers, later }
+}
+
+/** One request on `agent` (one kept-alive connection), answered with its status and connection header. */
+function requestOn (agent: http.Agent, url: string): Promise<{ status: number, connection: string | undefined }> {
+  return new Promise((resolve, reject) => {
+    http.get(url, { agent }, (response) => {
+      response.resume()
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, connection: response.headers.connection }))
+    }).on('error', reject)
+  })
+}
+
+function oneConnection (t: { teardown: (fn: () => unknown) => void }): http.Agent {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+  t.teardown(() => agent.destroy())
+  return agent
+}
+
+t.test('a connection answered 503 is not read until its Retry-After has passed; its next request is then let in or refused as any other', async (t) => {
+  const { timers, later } = manualTimers()
+  const { state, base } = await gatedServer(t, { later })
+  const agent = oneConnection(t)
+  state.overloaded = true
+  t.same(await requestOn(agent, `${base}/first`), { status: 503, connection: 'keep-alive' })
+  t.equal(timers.length, 1, 'the connection is held')
+  const [hold] = timers
+  t.ok(hold !== undefined && hold.ms >= 1500 && hold.ms <= 3000, 'for between half and all of the 3 s asked')
+  state.overloaded = false
+  let answered = false
+  const next = requestOn(agent, `${base}/next`).then((answer) => { answered = true; return answer })
+  t.equal((await fetch(`${base}/other`)).status, 200, 'another connection is read meanwhile')
+  t.notOk(answered, 'the held connection\'s request is not read')
+  t.equal(state.entered, 1, 'only the other connection\'s request reached the listener')
+  hold?.fire()
+  t.same(await next, { status: 200, connection: 'keep-alive' }, 'once the wait is over it is read, and let in')
+  state.overloaded = true
+  t.equal((await requestOn(agent, `${base}/again`)).status, 503, 'and refused again as any other while overloaded')
+  t.equal(timers.length, 2)
+})
+
+t.test('a 503 with Retry-After from behind the gate holds its connection too; a client that goes away frees its hold', async (t) => {
+  const { timers, later } = manualTimers()
+  const { base } = await gatedServer(t, { later })
+  const agent = oneConnection(t)
+  t.same(await requestOn(agent, `${base}/full`), { status: 503, connection: 'keep-alive' })
+  t.equal(timers.length, 1, 'the app\'s own 503 held the connection')
+  t.ok((timers[0]?.ms ?? 0) <= 2000, 'for no longer than its Retry-After')
+  t.equal((await requestOn(oneConnection(t), `${base}/ok`)).status, 200, 'a 200 holds nothing')
+  t.equal(timers.length, 1)
+  agent.destroy()
+  while (timers[0] !== undefined && !timers[0].cancelled) await new Promise((resolve) => setTimeout(resolve, 5))
+  t.pass('the hold of a closed connection is cancelled')
 })
 
 t.test('a gate needs exactly one request listener to guard', async (t) => {

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify'
+import http from 'node:http'
 import { randomUUID } from 'node:crypto'
 import t from 'tap'
 import { buildTestApp, createOrganization, type TestOrganization } from '../../support/helpers.js'
@@ -136,10 +137,35 @@ t.test('requests beyond OVERLOAD_MAX_IN_FLIGHT in progress are shed; long polls 
   t.equal(refused.status, 503, 'a third request in progress is one too many')
   t.match(await refused.json(), { code: 'overloaded', message: /too many requests in progress/ })
   t.equal(refused.headers.get('retry-after'), '1')
-  t.equal(refused.headers.get('connection'), 'close', 'and its connection closes: the client reconnects before it asks again')
+  t.equal(refused.headers.get('connection'), 'keep-alive', 'and its connection stays open')
   t.equal((await fetch(`${baseUrl}/health`)).status, 200, 'liveness is never shed')
   release()
   t.same(await Promise.all(holding.map(async (response) => (await response).status)), [200, 200], 'the requests let in are answered')
   t.equal((await fetch(`${baseUrl}/test/hold`)).status, 200, 'once they are, new requests are let in again')
   t.equal((await longPoll).status, 200, 'the long poll waiting meanwhile was not counted and was answered')
+})
+
+t.test('the app\'s own 503 with Retry-After (a full ingest queue) holds its connection as the gate\'s refusals do', async (t) => {
+  const app = await buildTestApp(t, {}, (app) => {
+    app.get('/test/full', { config: { rateLimit: false } }, async () => {
+      // As the ingest queue refuses: an error carrying its answer's Retry-After (10 s: the hold lasts 5 to 10 s).
+      throw Object.assign(new Error('Too many events are waiting to be stored; retry shortly'), {
+        statusCode: 503, code: 'overloaded', headers: { 'retry-after': '10' }
+      })
+    })
+  })
+  const baseUrl = await listening(app)
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+  t.teardown(() => agent.destroy())
+  const get = (path: string, via?: http.Agent) => new Promise<number>((resolve, reject) => {
+    http.get(`${baseUrl}${path}`, { agent: via ?? false }, (response) => {
+      response.resume()
+      response.on('end', () => resolve(response.statusCode ?? 0))
+    }).on('error', reject)
+  })
+  t.equal(await get('/test/full', agent), 503)
+  let answered = false
+  get('/health', agent).then(() => { answered = true }, () => {})
+  t.equal(await get('/health'), 200, 'a request on another connection is answered')
+  t.notOk(answered, 'while the next request on the refused connection is not read yet')
 })
