@@ -9,12 +9,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true
-free_port () { node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"; }
+# Two free ports at once, held together while asked for: asked one after the other, the kernel can answer the same
+# port twice (the embedded PostgreSQL then took the server's port once).
+free_ports () { node -e "const net=require('net');const a=net.createServer().listen(0,'127.0.0.1',()=>{const b=net.createServer().listen(0,'127.0.0.1',()=>{console.log(a.address().port,b.address().port);a.close();b.close()})})"; }
 
 echo "== openapi: build"
 npm run build >/dev/null
 
-port=$(free_port)
+read -r port postgres_port < <(free_ports)
 embedded_dir=.data/postgres-openapi-ci
 server_log=$(mktemp)
 server_pid=""
@@ -28,7 +30,7 @@ cleanup () {
 trap cleanup EXIT
 
 echo "== openapi: start the server"
-EMBEDDED_POSTGRES_DIR=$embedded_dir EMBEDDED_POSTGRES_PORT=$(free_port) PORT=$port LOG_LEVEL=warn WEBHOOK_WORKER=off \
+EMBEDDED_POSTGRES_DIR=$embedded_dir EMBEDDED_POSTGRES_PORT=$postgres_port PORT=$port LOG_LEVEL=warn WEBHOOK_WORKER=off \
   node dist/server.js >"$server_log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 120); do
