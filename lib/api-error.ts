@@ -46,6 +46,12 @@ const UNAVAILABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'E
 // for a pooled one, or opening a new one whose handshake did not finish within the connect timeout).
 const UNAVAILABLE_MESSAGES = /^(Connection terminated( unexpectedly| due to connection timeout)?|Client has encountered a connection error and is not queryable|timeout exceeded when trying to connect)$/i
 
+/** The headers an error asks its answer to carry (Retry-After on a 503 overloaded or a 429), if any. */
+export function answerHeadersOf (error: unknown): Record<string, string | number> | undefined {
+  const headers = (error as { headers?: unknown } | null)?.headers
+  return headers !== null && typeof headers === 'object' ? headers as Record<string, string | number> : undefined
+}
+
 function snakeCase (text: string): string {
   return text.toLowerCase().replace(/[^a-z0-9]+/g, '_').replace(/^_|_$/g, '')
 }

@@ -1,6 +1,6 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
-import { apiError, errorBody } from './api-error.js'
+import { answerHeadersOf, apiError, errorBody } from './api-error.js'
 import type { Config } from './config.js'
 import { requestIdOf } from './logging.js'
 
@@ -62,10 +62,9 @@ export function pressureReason (load: ProcessLoad, bounds: PressureBounds): stri
 
 const shedMessage = (retryAfterSeconds: number, reason: string) => `The server is overloaded (${reason}); retry in ${retryAfterSeconds} s`
 
-/** The Retry-After in seconds an error's answer carries (errors may carry headers: lib/api-error.ts), or 0. */
+/** The Retry-After in seconds an error's answer carries, or 0. */
 export function retryAfterOf (error: unknown): number {
-  const headers = (error as { headers?: Record<string, unknown> } | null)?.headers
-  const seconds = Number(headers?.['retry-after'])
+  const seconds = Number(answerHeadersOf(error)?.['retry-after'])
   return Number.isFinite(seconds) && seconds > 0 ? seconds : 0
 }
 

@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
-import { describeError, errorBody } from '../../lib/api-error.js'
+import { answerHeadersOf, describeError, errorBody } from '../../lib/api-error.js'
 
 /**
  * Every 4xx/5xx leaves as {statusCode, error, code, message}. 5xx bodies are generic: the details (SQL,
@@ -14,8 +14,8 @@ export default fp(async (fastify) => {
     } else if (body.statusCode >= 500) request.log.error({ err: error }, 'request failed')
     else request.log.info({ code: body.code, message: body.message }, 'request rejected')
     // Errors may carry headers of their answer (Retry-After on 503 overloaded).
-    const { headers } = error as { headers?: unknown }
-    if (headers !== null && typeof headers === 'object') reply.headers(headers)
+    const headers = answerHeadersOf(error)
+    if (headers !== undefined) reply.headers(headers)
     return reply.code(body.statusCode).send(body)
   })
 
